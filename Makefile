@@ -1,0 +1,33 @@
+# make test / make demo set everything up themselves: a .venv at the repository root,
+# the CPU build of torch first (so pip never pulls a multi-GB CUDA build), then the package.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: test demo lint benchmark clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+$(STAMP): $(PY) pyproject.toml
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+lint: $(STAMP)
+	$(PY) -m ruff check graphs tasks lopt editing predict tests
+
+test: $(STAMP) lint
+	$(PY) -m pytest
+
+demo: $(STAMP)
+	$(PY) -m graphs.demo
+
+benchmark: $(STAMP)
+	$(PY) -m graphs.benchmark
+
+clean:
+	rm -rf $(VENV) build *.egg-info
