@@ -1,0 +1,69 @@
+"""Vocabularies of the structural features every parameter graph carries.
+
+Nodes carry ``(type, layer, position, activation)``; edges carry ``(type, layer, position)``.
+Positions are 1-based for neurons whose order is fixed (network inputs and outputs, tokens,
+sequence positions) and 0 for interchangeable ones (hidden neurons of a layer share one), so
+the features themselves never break a true permutation symmetry. Edge positions hold the
+kernel offset of a convolution weight, or the spatial / sequence offset of a weight that
+reads a flattened activation.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class NodeType(IntEnum):
+    HIDDEN = 0  # a neuron / channel inside the network
+    INPUT = 1  # an input feature or channel of the network
+    OUTPUT = 2  # an output feature of the network
+    BIAS = 3  # one per layer with a bias: its edges hold the bias values
+    NORM_GAMMA = 4  # one per normalization layer: its edges hold the scales
+    NORM_BETA = 5  # one per normalization layer: its edges hold the shifts
+    HEAD = 6  # one per attention head: tied to the head's query/key/value dimensions
+    GROUP = 7  # one per GroupNorm group: tied to the group's channels
+    TOKEN = 8  # one per vocabulary entry of an embedding table
+    POSITION = 9  # one per position of a learned positional embedding
+    PARAM_TOKEN = 10  # one per learned token (cls token) prepended to a sequence
+
+
+class EdgeType(IntEnum):
+    LINEAR = 0
+    CONV = 1
+    BIAS = 2
+    NORM_GAMMA = 3
+    NORM_BETA = 4
+    RESIDUAL = 5  # fixed edge of a residual addition: carries no parameter
+    EMBEDDING = 6
+    POS_EMBEDDING = 7
+    PARAM_TOKEN = 8
+    ATTN_Q = 9
+    ATTN_K = 10
+    ATTN_V = 11
+    ATTN_OUT = 12
+    HEAD_MEMBER = 13  # fixed: head node -> its query/key/value dimensions
+    QK_PAIR = 14  # fixed: query dimension i -> key dimension i (they permute together)
+    GROUP_MEMBER = 15  # fixed: GroupNorm group node -> its channels
+    PRODUCT = 16  # fixed edge of an elementwise product of two neuron groups
+
+
+class Activation(IntEnum):
+    NONE = 0
+    RELU = 1
+    GELU = 2
+    TANH = 3
+    SIGMOID = 4
+    SILU = 5
+    LEAKY_RELU = 6
+    ELU = 7
+    SOFTPLUS = 8
+    SIN = 9
+    MAX_POOL = 10
+    AVG_POOL = 11
+    SOFTMAX = 12
+    OTHER = 13
+
+
+NUM_NODE_TYPES = 16
+NUM_EDGE_TYPES = 32
+NUM_ACTIVATIONS = 16

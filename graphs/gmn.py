@@ -1,0 +1,209 @@
+"""The Graph Metanetwork: message passing with edge updates over a parameter graph."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+from torch_geometric.data import Data
+from torch_geometric.nn import MessagePassing
+from torch_geometric.utils import scatter
+
+from graphs.features import NUM_ACTIVATIONS, NUM_EDGE_TYPES, NUM_NODE_TYPES
+from graphs.parameter_graph import ParameterGraph, batch_graphs, unbatch_edges
+
+
+def sinusoidal(values: Tensor, dim: int, max_period: float = 1e4) -> Tensor:
+    """Transformer-style encoding of integer features: ``[...] -> [..., dim]``."""
+    half = dim // 2
+    freqs = torch.exp(
+        -math.log(max_period) * torch.arange(half, device=values.device, dtype=torch.float32) / half
+    )
+    angles = values.float()[..., None] * freqs
+    return torch.cat([angles.sin(), angles.cos()], dim=-1)
+
+
+class FourierValues(nn.Module):
+    r"""Scalar channels -> ``[x, \sin(2^k \pi x), \cos(2^k \pi x)]`` for ``k`` in ``[-2, n-3]``.
+
+    Parameter values and gradients are real numbers whose small differences matter; the
+    Fourier features let the first linear layer resolve them at several scales.
+    """
+
+    def __init__(self, num_freqs: int = 6):
+        super().__init__()
+        self.register_buffer("freqs", math.pi * 2.0 ** torch.arange(-2, num_freqs - 2).float())
+
+    @property
+    def out_mult(self) -> int:
+        return 1 + 2 * self.freqs.numel()
+
+    def forward(self, x: Tensor) -> Tensor:  # [E, C] -> [E, C * (1 + 2 n)]
+        angles = x[..., None] * self.freqs.to(x.dtype)
+        feats = torch.cat([x[..., None], angles.sin(), angles.cos()], dim=-1)
+        return feats.flatten(-2)
+
+
+def mlp(d_in: int, d_hidden: int, d_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(d_in, d_hidden), nn.SiLU(), nn.Linear(d_hidden, d_out))
+
+
+class GMNLayer(MessagePassing):
+    r"""One pre-LayerNorm residual block with edge updates and messages both ways.
+
+    .. math::
+        e_{ij} &\leftarrow e_{ij} + \phi_e(\bar e_{ij}, \bar x_i, \bar x_j) \\
+        m^{\to}_j &= \operatorname{mean}_{i \to j} \phi_{\to}(\bar x_i, e_{ij}), \quad
+        m^{\leftarrow}_i = \operatorname{mean}_{i \to j} \phi_{\leftarrow}(\bar x_j, e_{ij}) \\
+        x_j &\leftarrow x_j + \phi_x(\bar x_j, m^{\to}_j, m^{\leftarrow}_j)
+
+    where a bar is a LayerNorm and every :math:`\phi` a two-layer MLP. Aggregation is
+    permutation-invariant, so the block is equivariant to relabelling nodes.
+    """
+
+    def __init__(self, hidden: int, aggr: str = "mean"):
+        super().__init__(aggr=aggr)
+        self.norm_x = nn.LayerNorm(hidden)
+        self.norm_e = nn.LayerNorm(hidden)
+        self.edge_mlp = mlp(3 * hidden, hidden, hidden)
+        self.msg_fwd = mlp(2 * hidden, hidden, hidden)
+        self.msg_bwd = mlp(2 * hidden, hidden, hidden)
+        self.node_mlp = mlp(3 * hidden, hidden, hidden)
+        self._msg: nn.Module = self.msg_fwd
+
+    def forward(self, x: Tensor, edge_index: Tensor, e: Tensor) -> tuple[Tensor, Tensor]:
+        xn, en = self.norm_x(x), self.norm_e(e)
+        src, dst = edge_index
+        e = e + self.edge_mlp(torch.cat([en, xn[src], xn[dst]], dim=-1))
+        self._msg = self.msg_fwd
+        fwd = self.propagate(edge_index, x=xn, e=e, size=(x.shape[0], x.shape[0]))
+        self._msg = self.msg_bwd
+        bwd = self.propagate(edge_index.flip(0), x=xn, e=e, size=(x.shape[0], x.shape[0]))
+        x = x + self.node_mlp(torch.cat([xn, fwd, bwd], dim=-1))
+        return x, e
+
+    def message(self, x_j: Tensor, e: Tensor) -> Tensor:
+        return self._msg(torch.cat([x_j, e], dim=-1))
+
+
+class GMNOutput(NamedTuple):
+    edge: Tensor  # [E, out_channels] per-edge outputs (the first P are the parameters)
+    node: Tensor  # [N, hidden] final node states
+    graph: Tensor  # [B, hidden] permutation-invariant graph embeddings
+
+
+@dataclass
+class GMNConfig:
+    in_channels: int = 1
+    out_channels: int = 1
+    hidden: int = 64
+    layers: int = 4
+    value_freqs: int = 6
+    feature_dim: int = 16
+    aggr: str = "mean"
+
+
+class GMN(nn.Module):
+    """Graph Metanetwork over :class:`ParameterGraph` s.
+
+    Args:
+        in_channels: parameter-shaped inputs per call (e.g. 2 for parameters and gradients).
+        out_channels: outputs per parameter entry (a trailing dim when > 1).
+        hidden: width of node and edge states (default 64).
+        layers: message-passing blocks (default 4).
+        value_freqs: Fourier frequencies per input channel (default 6).
+        feature_dim: width of the sinusoidal encodings of layer / position (default 16).
+        aggr: message aggregation, ``"mean"``, ``"sum"`` or ``"max"`` (default ``"mean"``).
+
+    The output heads are zero-initialised: a fresh GMN outputs zeros ("no change").
+    Calling ``gmn(pg, *feature_dicts)`` returns a dict shaped like the parameters;
+    :meth:`embed` returns the invariant graph embedding; :meth:`forward_data` runs on any
+    (batched) ``Data`` from :meth:`ParameterGraph.encode`.
+    """
+
+    def __init__(self, in_channels: int = 1, out_channels: int = 1, **kwargs):
+        super().__init__()
+        self.config = GMNConfig(in_channels=in_channels, out_channels=out_channels, **kwargs)
+        c = self.config
+        h, f = c.hidden, c.feature_dim
+        self.values = FourierValues(c.value_freqs)
+        self.node_type = nn.Embedding(NUM_NODE_TYPES, h)
+        self.node_act = nn.Embedding(NUM_ACTIVATIONS, h)
+        self.node_in = nn.Linear(2 * f, h)
+        self.edge_type = nn.Embedding(NUM_EDGE_TYPES, h)
+        self.edge_in = nn.Linear(2 * f + in_channels * self.values.out_mult, h)
+        self.blocks = nn.ModuleList(GMNLayer(h, c.aggr) for _ in range(c.layers))
+        self.norm_out = nn.LayerNorm(h)
+        self.edge_out = nn.Linear(h, out_channels)
+        self.graph_out = mlp(2 * h, h, h)
+        nn.init.zeros_(self.edge_out.weight)
+        nn.init.zeros_(self.edge_out.bias)
+
+    def forward_data(self, data: Data) -> GMNOutput:
+        """Run on ``Data`` / ``Batch`` with ``edge_attr [E, in_channels]`` and structure."""
+        c = self.config
+        edge_attr = data.edge_attr
+        if edge_attr.dim() == 1:
+            edge_attr = edge_attr[:, None]
+        if edge_attr.shape[1] != c.in_channels:
+            raise ValueError(
+                f"GMN built for {c.in_channels} input channels got {edge_attr.shape[1]}"
+            )
+        dtype = edge_attr.dtype
+        nf, ef = data.node_feat.long(), data.edge_feat.long()
+        f = c.feature_dim
+        x = (
+            self.node_type(nf[:, 0])
+            + self.node_act(nf[:, 3])
+            + self.node_in(torch.cat([sinusoidal(nf[:, 1], f), sinusoidal(nf[:, 2], f)], -1).to(dtype))
+        )  # fmt: skip
+        struct = torch.cat([sinusoidal(ef[:, 1], f), sinusoidal(ef[:, 2], f)], -1).to(dtype)
+        e = self.edge_type(ef[:, 0]) + self.edge_in(torch.cat([struct, self.values(edge_attr)], -1))
+        for block in self.blocks:
+            x, e = block(x, data.edge_index, e)
+        x, e = self.norm_out(x), self.norm_out(e)
+        batch = getattr(data, "batch", None)
+        if batch is None:
+            batch = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+        size = int(batch.max()) + 1 if batch.numel() else 1
+        pooled_x = scatter(x, batch, dim=0, dim_size=size, reduce="mean")
+        pooled_e = scatter(e, batch[data.edge_index[0]], dim=0, dim_size=size, reduce="mean")
+        graph = self.graph_out(torch.cat([pooled_x, pooled_e], dim=-1))
+        return GMNOutput(self.edge_out(e), x, graph)
+
+    def forward(self, pg: ParameterGraph, *feature_dicts: Mapping[str, Tensor]) -> dict:
+        """Per-parameter outputs: a dict with ``pg.param_names``, shaped like the parameters."""
+        self._check_channels(feature_dicts)
+        out = self.forward_data(pg.encode(*feature_dicts))
+        return pg.decode(None, out.edge)
+
+    def embed(self, pg: ParameterGraph, *feature_dicts: Mapping[str, Tensor]) -> Tensor:
+        """The permutation-invariant graph embedding ``[hidden]``."""
+        self._check_channels(feature_dicts)
+        return self.forward_data(pg.encode(*feature_dicts)).graph[0]
+
+    def forward_batch(
+        self, graphs: list[ParameterGraph], features: list[tuple[Mapping[str, Tensor], ...]]
+    ) -> tuple[list[dict[str, Tensor]], Tensor]:
+        """Many graphs (any mix of architectures) in one call.
+
+        Returns one output dict per graph and the graph embeddings ``[len(graphs), hidden]``.
+        """
+        for f in features:
+            self._check_channels(f)
+        out = self.forward_data(batch_graphs(graphs, features))
+        return unbatch_edges(graphs, out.edge), out.graph
+
+    def _check_channels(self, feature_dicts) -> None:
+        if len(feature_dicts) != self.config.in_channels:
+            raise ValueError(
+                f"GMN built for in_channels={self.config.in_channels} got "
+                f"{len(feature_dicts)} feature dicts"
+            )
+
+    def hparams(self) -> dict:
+        return asdict(self.config)

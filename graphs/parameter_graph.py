@@ -1,0 +1,213 @@
+"""ParameterGraph: the immutable graph template of one architecture."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+from torch_geometric.data import Batch, Data
+
+from graphs.features import EdgeType, NodeType
+
+
+@dataclass(frozen=True, eq=False)
+class ParameterGraph:
+    """Neurons as nodes, parameter entries as edges: one template per architecture.
+
+    Built once with :meth:`from_module`; :meth:`encode` scatters parameter values of that
+    architecture into a :class:`torch_geometric.data.Data` and :meth:`decode` gathers them
+    back. The first ``num_param_edges`` edges are the parameter entries in ``param_names``
+    order (each tensor row-major), so both directions are a reshape and a concatenation:
+    vectorized, differentiable and safe inside ``torch.func`` transforms.
+
+    Attributes:
+        edge_index: ``[2, E]`` source and destination node of every edge.
+        node_feat: ``[N, 4]`` int32: node type, layer, position, activation
+            (see :mod:`graphs.features`).
+        edge_feat: ``[E, 3]`` int32: edge type, layer, position (kernel offset, or the
+            spatial / sequence offset of a weight reading a flattened tensor).
+        param_names / param_shapes: the parameters covered, in edge order.
+        trainable: per parameter, ``requires_grad`` at build time (frozen ones are covered
+            too, and marked here).
+        node_groups: named node id sets (network inputs and outputs, attention heads, ...).
+    """
+
+    edge_index: Tensor
+    node_feat: Tensor
+    edge_feat: Tensor
+    param_names: tuple[str, ...]
+    param_shapes: tuple[torch.Size, ...]
+    trainable: tuple[bool, ...]
+    node_groups: Mapping[str, Tensor] = field(default_factory=dict)
+
+    # ------------------------------------------------------------ building
+    @classmethod
+    def from_module(cls, module: nn.Module) -> ParameterGraph:
+        """Trace ``module`` with ``torch.fx`` and build its parameter graph.
+
+        Raises:
+            UnsupportedModuleError: a submodule holds parameters no converter covers.
+            UntraceableModuleError: ``forward`` cannot be traced symbolically.
+        """
+        from graphs.tracing import build
+
+        b = build(module)
+        tensors = b.finalize()
+        groups = dict(b.node_groups)
+        node_type = tensors["node_feat"][:, 0]
+        groups["input"] = torch.nonzero(node_type == NodeType.INPUT).flatten()
+        groups["output"] = torch.nonzero(node_type == NodeType.OUTPUT).flatten()
+        return cls(
+            edge_index=tensors["edge_index"],
+            node_feat=tensors["node_feat"],
+            edge_feat=tensors["edge_feat"],
+            param_names=tuple(r.name for r in b.params),
+            param_shapes=tuple(r.shape for r in b.params),
+            trainable=tuple(r.requires_grad for r in b.params),
+            node_groups=groups,
+        )
+
+    # ---------------------------------------------------------- properties
+    @property
+    def num_nodes(self) -> int:
+        return self.node_feat.shape[0]
+
+    @property
+    def num_edges(self) -> int:
+        return self.edge_index.shape[1]
+
+    @property
+    def num_params(self) -> int:
+        return sum(math.prod(s) for s in self.param_shapes)
+
+    @property
+    def num_param_edges(self) -> int:
+        """Edges holding a parameter entry: the first ``num_params`` edges."""
+        return self.num_params
+
+    @property
+    def param_numels(self) -> list[int]:
+        return [math.prod(s) for s in self.param_shapes]
+
+    @property
+    def frozen(self) -> tuple[str, ...]:
+        return tuple(n for n, t in zip(self.param_names, self.trainable) if not t)
+
+    @property
+    def device(self) -> torch.device:
+        return self.edge_index.device
+
+    def nbytes(self) -> int:
+        """Memory held by the graph's tensors."""
+        tensors = [self.edge_index, self.node_feat, self.edge_feat, *self.node_groups.values()]
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+    def to(self, device: torch.device | str) -> ParameterGraph:
+        return ParameterGraph(
+            edge_index=self.edge_index.to(device),
+            node_feat=self.node_feat.to(device),
+            edge_feat=self.edge_feat.to(device),
+            param_names=self.param_names,
+            param_shapes=self.param_shapes,
+            trainable=self.trainable,
+            node_groups={k: v.to(device) for k, v in self.node_groups.items()},
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"ParameterGraph(params={self.num_params}, nodes={self.num_nodes}, "
+            f"edges={self.num_edges}, tensors={len(self.param_names)})"
+        )
+
+    # ------------------------------------------------------ encode / decode
+    def flatten_params(self, params: Mapping[str, Tensor]) -> Tensor:
+        """One parameter dict -> ``[P]`` values in edge order (names and shapes checked)."""
+        missing = [n for n in self.param_names if n not in params]
+        if missing:
+            raise KeyError(f"parameters missing for this graph: {missing}")
+        parts = []
+        for name, shape in zip(self.param_names, self.param_shapes):
+            value = params[name]
+            if value.shape != shape:
+                raise ValueError(
+                    f"parameter '{name}' has shape {tuple(value.shape)}, the graph expects "
+                    f"{tuple(shape)}"
+                )
+            parts.append(value.reshape(-1))
+        return torch.cat(parts)
+
+    def encode(self, *param_dicts: Mapping[str, Tensor]) -> Data:
+        """Parameter dicts (one per channel) -> ``Data`` with ``x [N, C]``, ``edge_attr [E, C]``.
+
+        ``x`` and ``edge_attr`` hold parameter values and nothing else: in this construction
+        every parameter entry is an edge, so ``x`` is zero and fixed structural edges are 0.
+        Structure travels in ``edge_index``, ``node_feat`` and ``edge_feat``.
+        """
+        if not param_dicts:
+            raise ValueError("encode needs at least one parameter dict")
+        values = torch.stack([self.flatten_params(p) for p in param_dicts], dim=-1)  # [P, C]
+        channels = values.shape[-1]
+        pad = values.new_zeros(self.num_edges - values.shape[0], channels)
+        struct = self.to(values.device) if values.device != self.device else self
+        return Data(
+            x=values.new_zeros(self.num_nodes, channels),
+            edge_attr=torch.cat([values, pad]),
+            edge_index=struct.edge_index,
+            node_feat=struct.node_feat,
+            edge_feat=struct.edge_feat,
+            num_nodes=self.num_nodes,
+        )
+
+    def decode(self, x: Tensor | None, edge_attr: Tensor) -> dict[str, Tensor]:
+        """Exact inverse of :meth:`encode`: ``edge_attr [E]`` or ``[E, C]`` -> parameter dict.
+
+        With one channel the tensors have the parameters' shapes; with ``C > 1`` channels
+        they get a trailing channel dimension. ``x`` is accepted for symmetry (it carries
+        no parameter in this construction).
+        """
+        if edge_attr.shape[0] != self.num_edges:
+            raise ValueError(
+                f"edge_attr has {edge_attr.shape[0]} rows, the graph has {self.num_edges} edges"
+            )
+        values = edge_attr[: self.num_params]
+        if values.dim() == 2 and values.shape[1] == 1:
+            values = values[:, 0]
+        trailing = tuple(values.shape[1:])
+        pieces = torch.split(values, self.param_numels)
+        return {
+            name: piece.reshape(*shape, *trailing)
+            for name, shape, piece in zip(self.param_names, self.param_shapes, pieces)
+        }
+
+    def structure(self, device: torch.device | str | None = None) -> Data:
+        """The graph with no values: ``Data`` with structure only (for batching templates)."""
+        g = self if device is None else self.to(device)
+        return Data(
+            edge_index=g.edge_index, node_feat=g.node_feat, edge_feat=g.edge_feat,
+            num_nodes=self.num_nodes,
+        )  # fmt: skip
+
+    def edges_of_type(self, etype: EdgeType) -> Tensor:
+        return torch.nonzero(self.edge_feat[:, 0] == int(etype)).flatten()
+
+
+def batch_graphs(
+    graphs: list[ParameterGraph], params: list[tuple[Mapping[str, Tensor], ...]]
+) -> Batch:
+    """Encode several graphs (any mix of architectures) into one ``torch_geometric`` Batch.
+
+    ``params[i]`` is the tuple of channel dicts for ``graphs[i]``. Node indices in
+    ``edge_index`` are offset per graph by ``Batch``; ``batch`` maps nodes to graphs.
+    """
+    if len(graphs) != len(params):
+        raise ValueError(f"{len(graphs)} graphs but {len(params)} parameter tuples")
+    return Batch.from_data_list([g.encode(*p) for g, p in zip(graphs, params)])
+
+
+def unbatch_edges(graphs: list[ParameterGraph], edge_out: Tensor) -> list[dict[str, Tensor]]:
+    """Split a batched per-edge output ``[sum E_i, C]`` back into one dict per graph."""
+    sizes = [g.num_edges for g in graphs]
+    return [g.decode(None, e) for g, e in zip(graphs, torch.split(edge_out, sizes))]
