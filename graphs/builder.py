@@ -298,9 +298,8 @@ class GraphBuilder:
             edge_feat[sl, 0] = c.etype
             edge_feat[sl, 1] = c.layer
             start += c.n
-        node_feat = (
-            torch.cat(self._node_feats) if self._node_feats else torch.zeros(0, 4, dtype=torch.int32)
-        )
+        empty = torch.zeros(0, 4, dtype=torch.int32)
+        node_feat = torch.cat(self._node_feats) if self._node_feats else empty
         for ids, act in self._act_updates:
             node_feat[ids, 3] = act
         for ids in self._outputs:

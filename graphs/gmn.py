@@ -156,11 +156,8 @@ class GMN(nn.Module):
         dtype = edge_attr.dtype
         nf, ef = data.node_feat.long(), data.edge_feat.long()
         f = c.feature_dim
-        x = (
-            self.node_type(nf[:, 0])
-            + self.node_act(nf[:, 3])
-            + self.node_in(torch.cat([sinusoidal(nf[:, 1], f), sinusoidal(nf[:, 2], f)], -1).to(dtype))
-        )  # fmt: skip
+        node_struct = torch.cat([sinusoidal(nf[:, 1], f), sinusoidal(nf[:, 2], f)], -1)
+        x = self.node_type(nf[:, 0]) + self.node_act(nf[:, 3]) + self.node_in(node_struct.to(dtype))
         struct = torch.cat([sinusoidal(ef[:, 1], f), sinusoidal(ef[:, 2], f)], -1).to(dtype)
         e = self.edge_type(ef[:, 0]) + self.edge_in(torch.cat([struct, self.values(edge_attr)], -1))
         for block in self.blocks:
