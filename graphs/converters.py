@@ -84,6 +84,7 @@ def linear(b: GraphBuilder, m: nn.Linear, path: str, x: Group, etype=EdgeType.LI
     out = b.neurons(m.out_features)
     b.dense(b.add_param(_join(path, "weight"), m.weight), src, out, etype, src_pos=pos)
     _bias(b, path, m.bias, out)
+    b.node_groups[path] = out
     return Group(out, SEQ if x.layout == SEQ and x.repeat is None else FLAT)
 
 
@@ -100,6 +101,7 @@ def conv(b: GraphBuilder, m: nn.modules.conv._ConvNd, path: str, x: Group) -> Gr
     rec = b.add_param(_join(path, "weight"), m.weight)
     b.dense(rec, x.ids, out, EdgeType.CONV, ksize=ksize, groups=m.groups)
     _bias(b, path, m.bias, out)
+    b.node_groups[path] = out
     return Group(out, SPATIAL)
 
 
@@ -149,6 +151,7 @@ def embedding(b: GraphBuilder, m: nn.Embedding, path: str, tokens: object = None
     out = b.neurons(m.embedding_dim)
     rec = b.add_param(_join(path, "weight"), m.weight)
     b.dense(rec, vocab, out, EdgeType.EMBEDDING, transposed=True)
+    b.node_groups[path] = out
     return Group(out, SEQ)
 
 

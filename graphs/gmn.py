@@ -49,45 +49,62 @@ class FourierValues(nn.Module):
 
 
 def mlp(d_in: int, d_hidden: int, d_out: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(d_in, d_hidden), nn.SiLU(), nn.Linear(d_hidden, d_out))
+    """Two-layer SiLU MLP initialised to preserve activation scale.
+
+    PyTorch's default Linear init shrinks activations ~3x per layer; stacked over the
+    blocks of a GMN that would leave the outputs almost blind to parameter values at
+    initialisation (and the invariant embedding almost blind to structure).
+    """
+    net = nn.Sequential(nn.Linear(d_in, d_hidden), nn.SiLU(), nn.Linear(d_hidden, d_out))
+    nn.init.kaiming_normal_(net[0].weight, nonlinearity="relu")
+    nn.init.normal_(net[2].weight, std=d_hidden**-0.5)
+    nn.init.zeros_(net[0].bias)
+    nn.init.zeros_(net[2].bias)
+    return net
 
 
 class GMNLayer(MessagePassing):
     r"""One pre-LayerNorm residual block with edge updates and messages both ways.
 
     .. math::
-        e_{ij} &\leftarrow e_{ij} + \phi_e(\bar e_{ij}, \bar x_i, \bar x_j) \\
-        m^{\to}_j &= \operatorname{mean}_{i \to j} \phi_{\to}(\bar x_i, e_{ij}), \quad
-        m^{\leftarrow}_i = \operatorname{mean}_{i \to j} \phi_{\leftarrow}(\bar x_j, e_{ij}) \\
-        x_j &\leftarrow x_j + \phi_x(\bar x_j, m^{\to}_j, m^{\leftarrow}_j)
+        m^{\to}_j &= \operatorname{mean}_{i \to j} \phi_{\to}(\bar x_i, \bar e_{ij}), \quad
+        m^{\leftarrow}_i = \operatorname{mean}_{i \to j} \phi_{\leftarrow}(\bar x_j, \bar e_{ij}) \\
+        x_j &\leftarrow x_j + \phi_x(\bar x_j, m^{\to}_j, m^{\leftarrow}_j) \\
+        e_{ij} &\leftarrow e_{ij} + \phi_e(\bar e_{ij}, \bar x_i, \bar x_j)
 
-    where a bar is a LayerNorm and every :math:`\phi` a two-layer MLP. Aggregation is
-    permutation-invariant, so the block is equivariant to relabelling nodes.
+    where a bar is a LayerNorm (the edge update reads the updated nodes) and every
+    :math:`\phi` a two-layer MLP. Aggregation is permutation-invariant, so the block is
+    equivariant to relabelling nodes.
     """
 
     def __init__(self, hidden: int, aggr: str = "mean"):
         super().__init__(aggr=aggr)
         self.norm_x = nn.LayerNorm(hidden)
         self.norm_e = nn.LayerNorm(hidden)
+        self.norm_x2 = nn.LayerNorm(hidden)
         self.edge_mlp = mlp(3 * hidden, hidden, hidden)
         self.msg_fwd = mlp(2 * hidden, hidden, hidden)
         self.msg_bwd = mlp(2 * hidden, hidden, hidden)
         self.node_mlp = mlp(3 * hidden, hidden, hidden)
-        self._msg: nn.Module = self.msg_fwd
+        self._forward_direction = True  # which message MLP the next propagate uses
 
     def forward(self, x: Tensor, edge_index: Tensor, e: Tensor) -> tuple[Tensor, Tensor]:
         xn, en = self.norm_x(x), self.norm_e(e)
+        n = x.shape[0]
+        self._forward_direction = True
+        fwd = self.propagate(edge_index, x=xn, e=en, size=(n, n))
+        self._forward_direction = False
+        bwd = self.propagate(edge_index.flip(0), x=xn, e=en, size=(n, n))
+        x = x + self.node_mlp(torch.cat([xn, fwd, bwd], dim=-1))
+        # edges read the updated nodes: information crosses a node and comes back in one block
+        xn = self.norm_x2(x)
         src, dst = edge_index
         e = e + self.edge_mlp(torch.cat([en, xn[src], xn[dst]], dim=-1))
-        self._msg = self.msg_fwd
-        fwd = self.propagate(edge_index, x=xn, e=e, size=(x.shape[0], x.shape[0]))
-        self._msg = self.msg_bwd
-        bwd = self.propagate(edge_index.flip(0), x=xn, e=e, size=(x.shape[0], x.shape[0]))
-        x = x + self.node_mlp(torch.cat([xn, fwd, bwd], dim=-1))
         return x, e
 
     def message(self, x_j: Tensor, e: Tensor) -> Tensor:
-        return self._msg(torch.cat([x_j, e], dim=-1))
+        mlp = self.msg_fwd if self._forward_direction else self.msg_bwd
+        return mlp(torch.cat([x_j, e], dim=-1))
 
 
 class GMNOutput(NamedTuple):

@@ -1,0 +1,105 @@
+"""Moving parameters along node permutations of a parameter graph.
+
+A permutation of the graph's nodes that maps every edge to an edge of the same type and
+position (an automorphism) is a permutation symmetry of the network: parameters moved along
+it compute the same function. These helpers build such permutations and move parameter
+dicts (or any parameter-shaped outputs) along them; tests use them to check equivariance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor
+
+from graphs.features import EdgeType
+from graphs.parameter_graph import ParameterGraph
+
+_TIES = (EdgeType.RESIDUAL, EdgeType.PRODUCT, EdgeType.QK_PAIR)
+
+
+def node_permutation(pg: ParameterGraph, moves: Mapping[str, Tensor] | None = None) -> Tensor:
+    """A node permutation ``sigma [N]`` (node ``i`` goes to ``sigma[i]``).
+
+    ``moves`` maps a name of ``pg.node_groups`` (e.g. a layer's path) to a permutation of
+    that group: its ``j``-th node goes where its ``perm[j]``-th node was. The result is then
+    extended through residual, product and query-key ties so partners move together.
+    """
+    sigma = torch.arange(pg.num_nodes)
+    for name, perm in (moves or {}).items():
+        ids = pg.node_groups[name]
+        sigma[ids[perm]] = ids
+    return tie_closure(pg, sigma)
+
+
+def tie_closure(pg: ParameterGraph, sigma: Tensor) -> Tensor:
+    """Extend ``sigma`` through fixed tie edges (residual, product, query-key pairs)."""
+    etype = pg.edge_feat[:, 0]
+    mask = torch.zeros_like(etype, dtype=torch.bool)
+    for t in _TIES:
+        mask |= etype == int(t)
+    src, dst = pg.edge_index[:, mask]
+    partner_fwd = torch.full((pg.num_nodes,), -1, dtype=torch.long)
+    partner_fwd[src] = dst
+    partner_bwd = torch.full((pg.num_nodes,), -1, dtype=torch.long)
+    partner_bwd[dst] = src
+    sigma = sigma.clone()
+    for _ in range(pg.num_nodes):
+        changed = False
+        for a, b in ((src, dst), (dst, src)):
+            partner = partner_fwd if a is src else partner_bwd
+            moved = sigma[a] != a
+            want = partner[sigma[a[moved]]]
+            have = sigma[b[moved]]
+            if (want >= 0).all() and not torch.equal(want, have):
+                sigma[b[moved]] = want
+                changed = True
+        if not changed:
+            break
+    return sigma
+
+
+def _edge_keys(pg: ParameterGraph, src: Tensor, dst: Tensor, feat: Tensor) -> Tensor:
+    n = pg.num_nodes
+    kmax = int(pg.edge_feat[:, 2].max()) + 1 if pg.num_edges else 1
+    return ((src * n + dst) * 64 + feat[:, 0].long()) * kmax + feat[:, 2].long()
+
+
+def edge_permutation(pg: ParameterGraph, sigma: Tensor, strict: bool = True) -> Tensor:
+    """Where each edge goes under the node permutation ``sigma``: ``[E]`` edge ids.
+
+    With ``strict``, every edge (parameter or fixed) must land on an edge of the same type
+    and position, i.e. ``sigma`` must be an automorphism; otherwise a ``ValueError``.
+    Without it, only parameter edges must land on parameter edges (so a non-symmetry can
+    still move parameters, e.g. to test that a model notices).
+    """
+    keys = _edge_keys(pg, pg.edge_index[0], pg.edge_index[1], pg.edge_feat)
+    moved = _edge_keys(pg, sigma[pg.edge_index[0]], sigma[pg.edge_index[1]], pg.edge_feat)
+    order = torch.argsort(keys)
+    pos = torch.searchsorted(keys[order], moved).clamp(max=len(keys) - 1)
+    target = order[pos]
+    found = keys[target] == moved
+    check = found if strict else found[: pg.num_params]
+    if not bool(check.all()):
+        raise ValueError("the node permutation is not an automorphism of the parameter graph")
+    return target
+
+
+def permute_parameters(
+    pg: ParameterGraph, params: Mapping[str, Tensor], sigma: Tensor, strict: bool = True
+) -> dict[str, Tensor]:
+    """Move a parameter-shaped dict along the node permutation ``sigma``.
+
+    Extra trailing dimensions (channels) are carried along.
+    """
+    target = edge_permutation(pg, sigma, strict)[: pg.num_params]
+    flat = torch.cat([params[n].reshape(k, -1) for n, k in zip(pg.param_names, pg.param_numels)])
+    out = torch.empty_like(flat)
+    out[target] = flat
+    trailing = params[pg.param_names[0]].shape[len(pg.param_shapes[0]):]
+    pieces = torch.split(out, pg.param_numels)
+    return {
+        n: p.reshape(*shape, *trailing)
+        for n, shape, p in zip(pg.param_names, pg.param_shapes, pieces)
+    }

@@ -1,0 +1,219 @@
+"""Offline datasets for the inner problems: 8x8 digits, MNIST-1D, a token task, one image.
+
+Nothing here touches the network. Every loader is deterministic in its arguments and cached
+in memory (``functools.lru_cache``); the cached tensors are shared, so treat them as
+read-only. All loaders return a :class:`DataSplit` (a named tuple, so it also unpacks as
+``x_train, y_train, x_test, y_test``).
+
+MNIST-1D is generated locally with ``mnist1d.data.make_dataset`` from the package's built-in
+templates (its ``get_dataset`` would download a pickle; we never call it). The generated
+arrays are additionally cached on disk under ``$GMN_CACHE`` (default
+``~/.cache/graph_metanetworks``); the disk cache is best-effort and only saves ~1 s.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import random
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    "DataSplit",
+    "cache_dir",
+    "coordinate_grid",
+    "digit_image",
+    "load_digits_split",
+    "load_image_fitting",
+    "load_mnist1d",
+    "load_sequence_task",
+    "make_sequence_dataset",
+]
+
+DIGITS_NUM_TRAIN = 1400
+DIGITS_NUM_TEST = 397
+
+
+class DataSplit(NamedTuple):
+    """A train / test split of a supervised dataset.
+
+    Attributes:
+        x_train: inputs ``[N_train, ...]``.
+        y_train: targets ``[N_train, ...]`` (int64 class ids, or float regression targets).
+        x_test: inputs ``[N_test, ...]``.
+        y_test: targets ``[N_test, ...]``.
+    """
+
+    x_train: Tensor
+    y_train: Tensor
+    x_test: Tensor
+    y_test: Tensor
+
+    def flatten_inputs(self) -> DataSplit:
+        """The same split with inputs flattened to ``[N, prod(rest)]``."""
+        return DataSplit(
+            torch.flatten(self.x_train, 1), self.y_train, torch.flatten(self.x_test, 1), self.y_test
+        )
+
+
+def cache_dir() -> Path:
+    """Directory for on-disk dataset caches: ``$GMN_CACHE`` or ``~/.cache/graph_metanetworks``."""
+    return Path(os.environ.get("GMN_CACHE", Path.home() / ".cache" / "graph_metanetworks"))
+
+
+# ----------------------------------------------------------------------------- 8x8 digits
+
+
+@functools.lru_cache(maxsize=16)
+def load_digits_split(seed: int = 0) -> DataSplit:
+    """scikit-learn's bundled 8x8 digits (1797 images), shuffled by ``seed``.
+
+    Returns:
+        ``DataSplit`` with ``x_train [1400, 1, 8, 8]`` and ``x_test [397, 1, 8, 8]`` float32
+        in ``[0, 1]`` (pixel values / 16), ``y_train [1400]`` / ``y_test [397]`` int64 in 0..9.
+        The split is ``torch.randperm(1797, generator=Generator().manual_seed(seed))``:
+        first 1400 train, last 397 test.
+    """
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = torch.as_tensor(bunch.data, dtype=torch.float32).reshape(-1, 1, 8, 8) / 16.0
+    y = torch.as_tensor(bunch.target, dtype=torch.int64)
+    perm = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))
+    train, test = perm[:DIGITS_NUM_TRAIN], perm[DIGITS_NUM_TRAIN:]
+    return DataSplit(x[train], y[train], x[test], y[test])
+
+
+def digit_image(index: int = 0, size: int = 28) -> Tensor:
+    """One 8x8 digit upsampled (bilinear, ``align_corners=False``) to ``[size, size]``.
+
+    Uses the unshuffled scikit-learn order (``index`` 0 is a zero). Values lie in ``[0, 1]``.
+    """
+    from sklearn.datasets import load_digits
+
+    img = torch.as_tensor(load_digits().images[index], dtype=torch.float32) / 16.0
+    up = F.interpolate(img[None, None], size=(size, size), mode="bilinear", align_corners=False)
+    return up[0, 0].clamp(0.0, 1.0)
+
+
+def coordinate_grid(size: int) -> Tensor:
+    """Pixel-centre coordinates of a ``size x size`` image in ``[-1, 1]^2``.
+
+    Returns:
+        ``[size * size, 2]`` float32, row-major (``(row, col)`` order), matching
+        ``image.reshape(-1)``.
+    """
+    lin = torch.linspace(-1.0, 1.0, size)
+    rows, cols = torch.meshgrid(lin, lin, indexing="ij")
+    return torch.stack([rows.reshape(-1), cols.reshape(-1)], dim=1)
+
+
+@functools.lru_cache(maxsize=4)
+def load_image_fitting(index: int = 0, size: int = 28) -> DataSplit:
+    """Fitting one image: coordinates -> intensities (train and test are the same grid).
+
+    Returns:
+        ``DataSplit`` with ``x_* [size * size, 2]`` from :func:`coordinate_grid` and
+        ``y_* [size * size, 1]`` from :func:`digit_image` (float32 in ``[0, 1]``).
+    """
+    coords = coordinate_grid(size)
+    pixels = digit_image(index, size).reshape(-1, 1)
+    return DataSplit(coords, pixels, coords, pixels)
+
+
+# ----------------------------------------------------------------------------- MNIST-1D
+
+
+def _generate_mnist1d(num_samples: int, seed: int) -> dict[str, np.ndarray]:
+    """Run ``mnist1d.data.make_dataset`` offline without disturbing the global RNGs."""
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    args = get_dataset_args()
+    args.num_samples = num_samples
+    args.seed = seed
+    np_state, py_state = np.random.get_state(), random.getstate()
+    try:  # make_dataset seeds and draws from the global numpy / random generators
+        data = make_dataset(args)
+    finally:
+        np.random.set_state(np_state)
+        random.setstate(py_state)
+    return {k: np.asarray(data[k]) for k in ("x", "y", "x_test", "y_test")}
+
+
+@functools.lru_cache(maxsize=4)
+def load_mnist1d(seed: int = 42, num_samples: int = 5000, disk_cache: bool = True) -> DataSplit:
+    """MNIST-1D generated locally from the package's templates (no download).
+
+    Args:
+        seed: generation seed (42 reproduces the reference dataset's procedure).
+        num_samples: total examples; 80% train, 20% test.
+        disk_cache: also read / write ``cache_dir() / f"mnist1d_{num_samples}_{seed}.npz"``.
+
+    Returns:
+        ``DataSplit`` with ``x_* [N, 40]`` float32 (dataset-standardised) and ``y_* [N]`` int64.
+    """
+    path = cache_dir() / f"mnist1d_{num_samples}_{seed}.npz"
+    arrays: dict[str, np.ndarray] | None = None
+    if disk_cache and path.exists():
+        try:
+            with np.load(path) as f:
+                arrays = {k: f[k] for k in ("x", "y", "x_test", "y_test")}
+        except (OSError, ValueError, KeyError):
+            arrays = None
+    if arrays is None:
+        arrays = _generate_mnist1d(num_samples, seed)
+        if disk_cache:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
+                np.savez(tmp, **arrays)
+                os.replace(tmp, path)
+            except OSError:
+                pass  # a read-only home is fine: the in-memory cache still applies
+    return DataSplit(
+        torch.as_tensor(arrays["x"], dtype=torch.float32),
+        torch.as_tensor(arrays["y"], dtype=torch.int64),
+        torch.as_tensor(arrays["x_test"], dtype=torch.float32),
+        torch.as_tensor(arrays["y_test"], dtype=torch.int64),
+    )
+
+
+# ----------------------------------------------------------------------------- token sequences
+
+
+def make_sequence_dataset(
+    num_samples: int, seq_len: int = 12, vocab_size: int = 16, seed: int = 0
+) -> tuple[Tensor, Tensor]:
+    """The "is the first token repeated later?" task.
+
+    Tokens are i.i.d. uniform over ``vocab_size``; the label is 1 iff ``x[:, 0]`` occurs again
+    in ``x[:, 1:]``. With the defaults the classes are balanced (P(repeat) = 1 - (15/16)^11
+    ~ 0.51). The task needs attention from every position to the first token.
+
+    Returns:
+        ``x [num_samples, seq_len]`` int64 in ``[0, vocab_size)``, ``y [num_samples]`` int64
+        in ``{0, 1}``.
+    """
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(vocab_size, (num_samples, seq_len), generator=g)
+    y = (x[:, 1:] == x[:, :1]).any(dim=1).long()
+    return x, y
+
+
+@functools.lru_cache(maxsize=4)
+def load_sequence_task(
+    seed: int = 0,
+    num_train: int = 4000,
+    num_test: int = 1000,
+    seq_len: int = 12,
+    vocab_size: int = 16,
+) -> DataSplit:
+    """Train / test split of :func:`make_sequence_dataset` (one draw, split in order)."""
+    x, y = make_sequence_dataset(num_train + num_test, seq_len, vocab_size, seed)
+    return DataSplit(x[:num_train], y[:num_train], x[num_train:], y[num_train:])

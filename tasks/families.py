@@ -1,0 +1,130 @@
+"""Task families: distributions over tasks, so meta-training sees many different networks.
+
+``family.sample(seed)`` draws an architecture (width, depth, activation, ...) and a data
+seed from a ``torch.Generator`` seeded with ``seed`` and returns an ordinary
+:class:`~tasks.base.Task`. Sampling is deterministic in ``seed``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Literal, TypeVar
+
+import torch
+
+from tasks import architectures as arch
+from tasks.base import SupervisedTask, Task, mix_seed
+from tasks.data import DataSplit, load_mnist1d
+from tasks.registry import digits_data
+
+__all__ = ["FAMILIES", "CNNFamily", "MLPFamily", "TaskFamily", "get_family"]
+
+T = TypeVar("T")
+
+
+def _choice(options: Sequence[T], g: torch.Generator) -> T:
+    if not options:
+        raise ValueError("cannot sample from an empty option list")
+    return options[int(torch.randint(len(options), (), generator=g))]
+
+
+DatasetName = Literal["digits", "mnist1d"]
+
+
+def _data_fn(dataset: DatasetName, seed: int, flatten: bool) -> Callable[[], DataSplit]:
+    if dataset == "digits":
+        return partial(digits_data, seed, flatten)
+    if dataset == "mnist1d":
+        return partial(load_mnist1d, seed)
+    raise ValueError(f"unknown dataset {dataset!r}")
+
+
+class TaskFamily(ABC):
+    """A distribution over tasks; ``sample(seed)`` is deterministic in ``seed``."""
+
+    name: str
+
+    @abstractmethod
+    def sample(self, seed: int) -> Task:
+        """Draw one task."""
+
+
+@dataclass(frozen=True)
+class MLPFamily(TaskFamily):
+    """MLPs ``in -> width x depth -> classes`` with a sampled width, depth and activation.
+
+    Attributes:
+        dataset: ``"digits"`` (inputs ``[B, 64]``) or ``"mnist1d"`` (``[B, 40]``).
+        data_seeds: dataset seeds to choose from (digits: train/test split; mnist1d:
+            generation seed, each new one costs ~1 s to generate).
+    """
+
+    name: str
+    dataset: DatasetName = "digits"
+    widths: tuple[int, ...] = (16, 32, 64)
+    depths: tuple[int, ...] = (1, 2, 3)
+    activations: tuple[arch.ActivationName, ...] = ("relu", "tanh", "gelu")
+    data_seeds: tuple[int, ...] = tuple(range(8))
+    batch_size: int = 128
+
+    def sample(self, seed: int) -> SupervisedTask:
+        g = torch.Generator().manual_seed(mix_seed(seed))
+        width = _choice(self.widths, g)
+        depth = _choice(self.depths, g)
+        act = _choice(self.activations, g)
+        data_seed = _choice(self.data_seeds, g)
+        in_features = 64 if self.dataset == "digits" else 40
+        model_fn = partial(arch.MLP, in_features, (width,) * depth, 10, act)
+        return SupervisedTask(
+            name=f"{self.name}/w{width}-d{depth}-{act}-data{data_seed}",
+            model_fn=model_fn,
+            data_fn=_data_fn(self.dataset, data_seed, flatten=True),
+            batch_size=self.batch_size,
+        )
+
+
+@dataclass(frozen=True)
+class CNNFamily(TaskFamily):
+    """:class:`~tasks.architectures.DigitsCNN` on 8x8 digits with sampled channels / stages."""
+
+    name: str
+    channels: tuple[int, ...] = (4, 8, 16)
+    stages: tuple[int, ...] = (1, 2)
+    activations: tuple[arch.ActivationName, ...] = ("relu", "tanh", "gelu")
+    data_seeds: tuple[int, ...] = tuple(range(8))
+    batch_size: int = 128
+
+    def sample(self, seed: int) -> SupervisedTask:
+        g = torch.Generator().manual_seed(mix_seed(seed))
+        stages = _choice(self.stages, g)
+        channels = tuple(_choice(self.channels, g) for _ in range(stages))
+        act = _choice(self.activations, g)
+        data_seed = _choice(self.data_seeds, g)
+        model_fn = partial(arch.DigitsCNN, channels, 10, "batch", act)
+        tag = "-".join(map(str, channels))
+        return SupervisedTask(
+            name=f"{self.name}/c{tag}-{act}-data{data_seed}",
+            model_fn=model_fn,
+            data_fn=_data_fn("digits", data_seed, flatten=False),
+            batch_size=self.batch_size,
+        )
+
+
+FAMILIES: dict[str, Callable[[], TaskFamily]] = {
+    "digits_mlp_family": partial(MLPFamily, "digits_mlp_family"),
+    "mnist1d_mlp_family": partial(MLPFamily, "mnist1d_mlp_family", "mnist1d", data_seeds=(42,)),
+    "digits_cnn_family": partial(CNNFamily, "digits_cnn_family"),
+}
+"""Task-family constructors by name."""
+
+
+def get_family(name: str) -> TaskFamily:
+    """Build the named task family; raises ``KeyError`` listing the known names."""
+    try:
+        factory = FAMILIES[name]
+    except KeyError:
+        raise KeyError(f"unknown task family {name!r}; known: {sorted(FAMILIES)}") from None
+    return factory()

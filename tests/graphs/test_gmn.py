@@ -1,0 +1,204 @@
+import pytest
+import torch
+from torch import nn
+from torch.func import functional_call, grad, vmap
+
+from graphs import GMN, ParameterGraph
+from graphs.permutation import node_permutation, permute_parameters
+from tests.graphs import models
+
+
+@pytest.fixture(autouse=True)
+def _float64():
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
+
+
+def random_gmn(in_channels=2, out_channels=1, seed=0, **kw) -> GMN:
+    """A GMN whose zero-initialised output head is randomized, so outputs are non-trivial."""
+    torch.manual_seed(seed)
+    gmn = GMN(in_channels, out_channels, hidden=16, layers=3, **kw).double()
+    nn.init.normal_(gmn.edge_out.weight)
+    nn.init.normal_(gmn.edge_out.bias)
+    return gmn
+
+
+def features(model: nn.Module, seed: int = 1):
+    g = torch.Generator().manual_seed(seed)
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    grads = {k: torch.randn(v.shape, generator=g) for k, v in params.items()}
+    return params, grads
+
+
+def max_diff(a: dict, b: dict) -> float:
+    return max((a[k] - b[k]).abs().max().item() for k in a)
+
+
+def check_symmetry(model, moves, inputs, symmetric=True):
+    """Move parameters along a node permutation; compare network and GMN outputs."""
+    model = models.randomize_norms(model).double()
+    pg = ParameterGraph.from_module(model)
+    sigma = node_permutation(pg, moves)
+    assert not torch.equal(sigma, torch.arange(pg.num_nodes))
+    params, grads = features(model)
+    p2 = permute_parameters(pg, params, sigma, strict=symmetric)
+    g2 = permute_parameters(pg, grads, sigma, strict=symmetric)
+    net_diff = (functional_call(model, p2, (inputs,)) - model(inputs)).abs().max().item()
+    gmn = random_gmn()
+    out = gmn(pg, params, grads)
+    out_perm = gmn(pg, p2, g2)
+    gmn_diff = max_diff(permute_parameters(pg, out, sigma, strict=symmetric), out_perm)
+    emb_diff = (gmn.embed(pg, params, grads) - gmn.embed(pg, p2, g2)).abs().max().item()
+    return net_diff, gmn_diff, emb_diff
+
+
+def assert_equivariant(model, moves, inputs):
+    net_diff, gmn_diff, emb_diff = check_symmetry(model, moves, inputs)
+    assert net_diff < 1e-9, "the permutation helper broke the network's function"
+    assert gmn_diff < 1e-6 and emb_diff < 1e-6
+
+
+def assert_sensitive(model, moves, inputs):
+    # An untrained GMN reacts weakly to a single swap (1e-5-ish here), but equivariant
+    # diffs are at float64 round-off (1e-15): the thresholds sit orders above both.
+    net_diff, gmn_diff, emb_diff = check_symmetry(model, moves, inputs, symmetric=False)
+    assert net_diff > 1e-6, "not a non-symmetry after all"
+    assert gmn_diff > 1e-7 and emb_diff > 1e-10
+
+
+def test_fresh_gmn_outputs_zero():
+    model = models.mlp()
+    pg = ParameterGraph.from_module(model)
+    out = GMN(2, 1)(pg, *features(model))
+    assert all(torch.count_nonzero(v) == 0 for v in out.values())
+    assert {k: v.shape for k, v in out.items()} == {
+        k: v.shape for k, v in model.named_parameters()
+    }
+
+
+def test_multichannel_output_has_trailing_dim():
+    model = models.mlp()
+    pg = ParameterGraph.from_module(model)
+    out = random_gmn(out_channels=3)(pg, *features(model))
+    assert out["0.weight"].shape == (*model[0].weight.shape, 3)
+
+
+def test_mlp_hidden_permutation():
+    model = models.mlp((5, 8, 7, 3))
+    moves = {"0": torch.randperm(8), "2": torch.randperm(7)}
+    assert_equivariant(model, moves, torch.randn(4, 5))
+
+
+def test_cnn_channels_through_batchnorm_and_grouped_conv():
+    # conv2 has 2 groups: channels move within their group, or whole groups swap
+    moves = {"conv1": torch.tensor([1, 0, 3, 2]), "conv2": torch.tensor([2, 0, 1, 5, 3, 4])}
+    assert_equivariant(models.CNN(), moves, torch.randn(2, 2, 8, 8))
+    moves = {"conv1": torch.tensor([2, 3, 0, 1]), "conv2": torch.tensor([3, 4, 5, 0, 1, 2])}
+    assert_equivariant(models.CNN(), moves, torch.randn(2, 2, 8, 8))
+    with pytest.raises(ValueError, match="automorphism"):  # across groups: not a symmetry
+        check_symmetry(models.CNN(), {"conv1": torch.tensor([2, 1, 0, 3])}, torch.randn(1, 2, 8, 8))
+
+
+def test_resnet_channels_across_residual_shortcuts():
+    model = models.ResNet(width=4)
+    moves = {"stem": torch.randperm(4), "block1.conv1": torch.randperm(4),
+             "block2.conv2": torch.randperm(8)}  # fmt: skip
+    pg = ParameterGraph.from_module(model)
+    sigma = node_permutation(pg, moves)
+    tied = pg.node_groups["block1.conv2"]
+    assert not torch.equal(sigma[tied], tied), "the residual tie moved block1.conv2 too"
+    assert_equivariant(model, moves, torch.randn(2, 1, 8, 8))
+
+
+def _head_moves(prefix: str, dim: int, heads: int, head_perm, q_perm=None, v_perm=None):
+    d = dim // heads
+    block = torch.cat([torch.arange(h * d, (h + 1) * d) for h in head_perm])
+    q = block if q_perm is None else block[q_perm]
+    v = block if v_perm is None else block[v_perm]
+    return {f"{prefix}.heads": torch.as_tensor(head_perm), f"{prefix}.q": q,
+            f"{prefix}.k": q, f"{prefix}.v": v}  # fmt: skip
+
+
+def test_attention_head_permutation():
+    moves = _head_moves("attn", 8, 2, [1, 0])
+    assert_equivariant(models.Attention(8, 2), moves, torch.randn(2, 5, 3))
+
+
+def test_dimensions_within_a_head():
+    within = torch.tensor([1, 3, 0, 2, 4, 5, 6, 7])  # head 0's dims shuffled, head 1 kept
+    moves = _head_moves("attn", 8, 2, [0, 1], q_perm=within, v_perm=within.flip(0).flip(0))
+    moves["attn.v"] = torch.tensor([0, 1, 2, 3, 7, 4, 5, 6])  # values move on their own
+    assert_equivariant(models.Attention(8, 2), moves, torch.randn(2, 5, 3))
+
+
+def test_transformer_heads_and_hidden():
+    model = models.Transformer(dim=8, heads=2, depth=1)
+    moves = _head_moves("encoder.layers.0.self_attn", 8, 2, [1, 0])
+    moves["encoder.layers.0.linear1"] = torch.randperm(16)
+    tokens = torch.randint(0, 11, (2, 6))
+    assert_equivariant(model, moves, tokens)
+
+
+def test_input_and_output_permutations_are_noticed():
+    assert_sensitive(models.mlp((5, 8, 3)), {"input": torch.tensor([1, 0, 2, 3, 4])},
+                     torch.randn(4, 5))  # fmt: skip
+    assert_sensitive(models.mlp((5, 8, 3)), {"output": torch.tensor([2, 0, 1])},
+                     torch.randn(4, 5))  # fmt: skip
+
+
+def test_swapping_dimensions_across_heads_is_noticed():
+    swap = torch.tensor([4, 1, 2, 3, 0, 5, 6, 7])  # dim 0 of head 0 <-> dim 0 of head 1
+    moves = {"attn.q": swap, "attn.k": swap}
+    assert_sensitive(models.Attention(8, 2), moves, torch.randn(2, 5, 3))
+
+
+def test_swapping_channels_across_groupnorm_groups_is_noticed():
+    moves = {"conv": torch.tensor([2, 1, 0, 3])}  # channels 0 (group 0) and 2 (group 1)
+    assert_sensitive(models.GroupNormNet(), moves, torch.randn(2, 1, 6, 6))
+    ok = {"conv": torch.tensor([1, 0, 3, 2])}  # within groups: a true symmetry
+    assert_equivariant(models.GroupNormNet(), ok, torch.randn(2, 1, 6, 6))
+
+
+def test_mixed_architecture_batch_equals_separate_calls():
+    gmn = random_gmn()
+    nets = [models.mlp(), models.CNN().double(), models.Attention().double()]
+    graphs = [ParameterGraph.from_module(m) for m in nets]
+    feats = [features(m.double()) for m in nets]
+    batched, emb = gmn.forward_batch(graphs, feats)
+    for pg, f, out, e in zip(graphs, feats, batched, emb):
+        assert max_diff(out, gmn(pg, *f)) < 1e-10
+        assert (e - gmn.embed(pg, *f)).abs().max() < 1e-10
+
+
+def test_composes_with_torch_func():
+    model = models.mlp()
+    pg = ParameterGraph.from_module(model.double())
+    params, grads = features(model)
+    gmn = random_gmn()
+    weights = {k: v.detach() for k, v in gmn.named_parameters()}
+
+    def meta_loss(w, p):
+        out = functional_call(gmn, w, (pg, p, grads))
+        return sum((p[k] - 0.1 * out[k]).square().sum() for k in p)
+
+    g_w = grad(meta_loss)(weights, params)
+    ref = torch.autograd.grad(meta_loss(dict(gmn.named_parameters()), params),
+                              list(gmn.parameters()), allow_unused=True)  # fmt: skip
+    for (name, value), r in zip(g_w.items(), ref):
+        torch.testing.assert_close(value, torch.zeros_like(value) if r is None else r, msg=name)
+    assert g_w["edge_out.weight"].abs().sum() > 0
+    g_p = grad(meta_loss, argnums=1)(weights, params)
+    assert set(g_p) == set(params)
+    stacked = {k: torch.stack([v, 2 * v]) for k, v in params.items()}
+    batched = vmap(lambda p: gmn(pg, p, grads))(stacked)
+    assert max_diff({k: v[1] for k, v in batched.items()}, gmn(pg, {k: 2 * v for k, v in
+                    params.items()}, grads)) < 1e-10  # fmt: skip
+
+
+def test_wrong_channel_count_is_a_clear_error():
+    model = models.mlp()
+    pg = ParameterGraph.from_module(model)
+    with pytest.raises(ValueError, match="in_channels=2"):
+        GMN(2, 1)(pg, dict(model.named_parameters()))
