@@ -123,12 +123,12 @@ class ParameterGraph:
         )
 
     # ------------------------------------------------------ encode / decode
-    def flatten_params(self, params: Mapping[str, Tensor]) -> Tensor:
-        """One parameter dict -> ``[P]`` values in edge order (names and shapes checked)."""
+    def _checked(self, params: Mapping[str, Tensor]) -> list[Tensor]:
+        """The tensors of one parameter dict in edge order (names and shapes checked)."""
         missing = [n for n in self.param_names if n not in params]
         if missing:
             raise KeyError(f"parameters missing for this graph: {missing}")
-        parts = []
+        out = []
         for name, shape in zip(self.param_names, self.param_shapes):
             value = params[name]
             if value.shape != shape:
@@ -136,25 +136,35 @@ class ParameterGraph:
                     f"parameter '{name}' has shape {tuple(value.shape)}, the graph expects "
                     f"{tuple(shape)}"
                 )
-            parts.append(value.reshape(-1))
-        return torch.cat(parts)
+            out.append(value)
+        return out
+
+    def flatten_params(self, params: Mapping[str, Tensor]) -> Tensor:
+        """One parameter dict -> ``[P]`` values in edge order."""
+        return torch.cat([v.reshape(-1) for v in self._checked(params)])
 
     def encode(self, *param_dicts: Mapping[str, Tensor]) -> Data:
         """Parameter dicts (one per channel) -> ``Data`` with ``x [N, C]``, ``edge_attr [E, C]``.
 
         ``x`` and ``edge_attr`` hold parameter values and nothing else: in this construction
         every parameter entry is an edge, so ``x`` is zero and fixed structural edges are 0.
-        Structure travels in ``edge_index``, ``node_feat`` and ``edge_feat``.
+        Structure travels in ``edge_index``, ``node_feat`` and ``edge_feat``. Costs one
+        concatenation over the parameters (one pass per channel).
         """
         if not param_dicts:
             raise ValueError("encode needs at least one parameter dict")
-        values = torch.stack([self.flatten_params(p) for p in param_dicts], dim=-1)  # [P, C]
-        channels = values.shape[-1]
-        pad = values.new_zeros(self.num_edges - values.shape[0], channels)
-        struct = self.to(values.device) if values.device != self.device else self
+        channels = [self._checked(p) for p in param_dicts]
+        if len(channels) == 1:
+            pieces = [v.reshape(-1, 1) for v in channels[0]]
+        else:
+            pieces = [torch.stack(vs, dim=-1).reshape(-1, len(vs)) for vs in zip(*channels)]
+        ref = pieces[0]
+        pad = ref.new_zeros(self.num_edges - self.num_params, len(channels))
+        edge_attr = torch.cat([*pieces, pad])
+        struct = self.to(ref.device) if ref.device != self.device else self
         return Data(
-            x=values.new_zeros(self.num_nodes, channels),
-            edge_attr=torch.cat([values, pad]),
+            x=ref.new_zeros(self.num_nodes, len(channels)),
+            edge_attr=edge_attr,
             edge_index=struct.edge_index,
             node_feat=struct.node_feat,
             edge_feat=struct.edge_feat,

@@ -30,16 +30,37 @@ def node_permutation(pg: ParameterGraph, moves: Mapping[str, Tensor] | None = No
     for name, perm in (moves or {}).items():
         ids = pg.node_groups[name]
         sigma[ids[perm]] = ids
-    return tie_closure(pg, sigma)
+    sigma = tie_closure(pg, sigma)
+    kept = all(
+        torch.equal(sigma[pg.node_groups[name][perm]], pg.node_groups[name])
+        for name, perm in (moves or {}).items()
+    )
+    if not kept or torch.unique(sigma).numel() != pg.num_nodes or not _ties_respected(pg, sigma):
+        raise ValueError(
+            "conflicting moves: groups tied by residual / product / query-key edges must be "
+            "given the same permutation (give it to one of them; ties carry it to the others)"
+        )
+    return sigma
 
 
-def tie_closure(pg: ParameterGraph, sigma: Tensor) -> Tensor:
-    """Extend ``sigma`` through fixed tie edges (residual, product, query-key pairs)."""
+def _tie_edges(pg: ParameterGraph) -> Tensor:
     etype = pg.edge_feat[:, 0]
     mask = torch.zeros_like(etype, dtype=torch.bool)
     for t in _TIES:
         mask |= etype == int(t)
-    src, dst = pg.edge_index[:, mask]
+    return pg.edge_index[:, mask]
+
+
+def _ties_respected(pg: ParameterGraph, sigma: Tensor) -> bool:
+    src, dst = _tie_edges(pg)
+    partner = torch.full((pg.num_nodes,), -1, dtype=torch.long)
+    partner[src] = dst
+    return bool((partner[sigma[src]] == sigma[dst]).all())
+
+
+def tie_closure(pg: ParameterGraph, sigma: Tensor) -> Tensor:
+    """Extend ``sigma`` through fixed tie edges (residual, product, query-key pairs)."""
+    src, dst = _tie_edges(pg)
     partner_fwd = torch.full((pg.num_nodes,), -1, dtype=torch.long)
     partner_fwd[src] = dst
     partner_bwd = torch.full((pg.num_nodes,), -1, dtype=torch.long)

@@ -202,3 +202,18 @@ def test_wrong_channel_count_is_a_clear_error():
     pg = ParameterGraph.from_module(model)
     with pytest.raises(ValueError, match="in_channels=2"):
         GMN(2, 1)(pg, dict(model.named_parameters()))
+
+
+def test_conflicting_moves_of_tied_groups_are_rejected():
+    pg = ParameterGraph.from_module(models.ResNet(width=4))
+    with pytest.raises(ValueError, match="conflicting moves"):
+        node_permutation(pg, {"stem": torch.tensor([1, 0, 2, 3]),
+                              "block1.conv2": torch.tensor([0, 1, 3, 2])})  # fmt: skip
+
+
+def test_demo_runs(capsys):
+    from graphs import demo
+
+    demo.main([])
+    out = capsys.readouterr().out
+    assert "ResNet-18" in out and "11,689,512" in out
