@@ -42,6 +42,7 @@ class ParameterGraph:
     param_shapes: tuple[torch.Size, ...]
     trainable: tuple[bool, ...]
     node_groups: Mapping[str, Tensor] = field(default_factory=dict)
+    _on_device: dict = field(default_factory=dict, repr=False)  # structure copies, by device
 
     # ------------------------------------------------------------ building
     @classmethod
@@ -116,6 +117,15 @@ class ParameterGraph:
             node_groups={k: v.to(device) for k, v in self.node_groups.items()},
         )
 
+    def _structure_on(self, device: torch.device) -> ParameterGraph:
+        """This graph with its structure on ``device`` (copied once, then cached)."""
+        if device == self.device:
+            return self
+        key = str(device)
+        if key not in self._on_device:
+            self._on_device[key] = self.to(device)
+        return self._on_device[key]
+
     def __repr__(self) -> str:
         return (
             f"ParameterGraph(params={self.num_params}, nodes={self.num_nodes}, "
@@ -161,7 +171,7 @@ class ParameterGraph:
         ref = pieces[0]
         pad = ref.new_zeros(self.num_edges - self.num_params, len(channels))
         edge_attr = torch.cat([*pieces, pad])
-        struct = self.to(ref.device) if ref.device != self.device else self
+        struct = self._structure_on(ref.device)
         return Data(
             x=ref.new_zeros(self.num_nodes, len(channels)),
             edge_attr=edge_attr,

@@ -231,3 +231,31 @@ def test_random_cnns_round_trip(channels, kernel, norm):
     assert model(torch.randn(1, channels[0], 4, 4)).shape == (1, 2)
     pg = assert_round_trip(model)
     assert_well_formed(pg)
+
+
+def test_conv1d_batchnorm1d_and_layer_norm_limits():
+    model = nn.Sequential(nn.Conv1d(2, 4, 5, padding=2), nn.BatchNorm1d(4), nn.GELU(),
+                          nn.Flatten(), nn.Linear(4 * 10, 3))  # fmt: skip
+    pg = assert_round_trip(model)
+    assert_well_formed(pg)
+    assert int(pg.edge_feat[: model[0].weight.numel(), 2].max()) == 5
+    with pytest.raises(UnsupportedModuleError, match="only the last dimension"):
+        ParameterGraph.from_module(nn.Sequential(nn.Linear(4, 6), nn.LayerNorm((2, 3))))
+
+
+def test_parameter_free_module_and_reused_parameter_are_errors():
+    from graphs import GraphConstructionError
+
+    with pytest.raises(GraphConstructionError, match="does not depend on any parameter"):
+        ParameterGraph.from_module(nn.Sequential(nn.ReLU()))
+
+    class Tied(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 4)
+
+        def forward(self, x):
+            return self.fc(self.fc(x))
+
+    with pytest.raises(GraphConstructionError, match="more than once"):
+        ParameterGraph.from_module(Tied())
