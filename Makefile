@@ -18,7 +18,7 @@ $(STAMP): $(PY) pyproject.toml
 	touch $(STAMP)
 
 lint: $(STAMP)
-	$(PY) -m ruff check graphs tasks lopt editing predict tests
+	$(PY) -m ruff check .
 
 test: $(STAMP) lint
 	$(PY) -m pytest
