@@ -1,0 +1,332 @@
+"""The "digits-INR" benchmark: one SIREN per scikit-learn 8x8 digit, fitted once and cached.
+
+Protocol (fixed so results compare across methods):
+
+* images: ``sklearn.datasets.load_digits`` / 16, bilinearly upsampled (``align_corners=False``)
+  to 28x28 -> ``[1797, 28, 28]`` float32 in ``[0, 1]``;
+* split: ``torch.randperm(1797, generator=Generator().manual_seed(0))``, first 1400 ``train``,
+  next 200 ``val``, last 197 ``test``;
+* INRs: SIREN 2 -> 32 -> 32 -> 1, ``w0 = 30``, original init seeded per image index, Adam
+  lr 1e-3, 1000 full-batch steps on the pixel MSE (:func:`editing.inr.fit_inrs`).
+
+Fitted parameters are cached as safetensors (+ a JSON sidecar with the config, fitting time
+and PSNRs) under ``$GMN_CACHE`` (default ``~/.cache/graph_metanetworks``), in a file named by a
+hash of the config, so every configuration is fitted once. Build the full dataset with
+``python -m editing.build_inrs``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from editing.inr import DEFAULT_W0, DEFAULT_WIDTHS, Params, fit_inrs, param_shapes, psnr, render
+
+__all__ = [
+    "NUM_DIGITS",
+    "SPLITS",
+    "SPLIT_SIZES",
+    "DigitsINRConfig",
+    "build_digits_inrs",
+    "cache_dir",
+    "cache_paths",
+    "digits_images",
+    "load_digits_inrs",
+    "read_cache",
+]
+
+NUM_DIGITS = 1797
+SPLIT_SIZES: dict[str, int] = {"train": 1400, "val": 200, "test": 197}
+SPLITS: tuple[str, ...] = ("all", "train", "val", "test")
+"""Valid split names; ``"all"`` is every image in dataset (sklearn) order."""
+_CACHE_VERSION = 1
+
+
+def cache_dir() -> Path:
+    """Cache directory: ``$GMN_CACHE`` or ``~/.cache/graph_metanetworks`` (read at call time)."""
+    return Path(os.environ.get("GMN_CACHE", Path.home() / ".cache" / "graph_metanetworks"))
+
+
+@functools.lru_cache(maxsize=4)
+def _digits_images(size: int) -> tuple[Tensor, dict[str, Tensor]]:
+    from sklearn.datasets import load_digits
+
+    x = torch.as_tensor(load_digits().images, dtype=torch.float32) / 16.0  # [1797, 8, 8]
+    up = F.interpolate(x[:, None], size=(size, size), mode="bilinear", align_corners=False)[:, 0]
+    perm = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(0))
+    n_tr, n_va = SPLIT_SIZES["train"], SPLIT_SIZES["val"]
+    splits = {
+        "all": torch.arange(x.shape[0]),
+        "train": perm[:n_tr],
+        "val": perm[n_tr : n_tr + n_va],
+        "test": perm[n_tr + n_va :],
+    }
+    return up.contiguous(), splits
+
+
+def digits_images(size: int = 28) -> tuple[Tensor, dict[str, Tensor]]:
+    """The digits-INR images and split indices.
+
+    Args:
+        size: output side length (28 for the benchmark).
+
+    Returns:
+        ``(images, splits)``: ``images [1797, size, size]`` float32 in ``[0, 1]`` (sklearn
+        order) and ``splits`` mapping ``"train" [1400]``, ``"val" [200]``, ``"test" [197]``
+        and ``"all" [1797]`` to int64 indices into ``images``. Fresh copies on every call.
+    """
+    images, splits = _digits_images(size)
+    return images.clone(), {k: v.clone() for k, v in splits.items()}
+
+
+@dataclass(frozen=True)
+class DigitsINRConfig:
+    """Everything that determines a cached digits-INR file (its hash names the file).
+
+    Attributes:
+        steps: Adam steps per INR.
+        lr: Adam learning rate.
+        seed: init seed (INR ``i`` is seeded by ``(seed, i)``, ``i`` the dataset index).
+        size: image side length.
+        w0: SIREN frequency factor.
+        widths: SIREN layer widths.
+        split: which images: ``"all"`` (full dataset), ``"train"``, ``"val"`` or ``"test"``.
+        limit: keep only the first ``limit`` images of ``split`` (``None``: all of them).
+    """
+
+    steps: int = 1000
+    lr: float = 1e-3
+    seed: int = 0
+    size: int = 28
+    w0: float = DEFAULT_W0
+    widths: tuple[int, ...] = DEFAULT_WIDTHS
+    split: str = "all"
+    limit: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {self.split!r}")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"limit must be positive or None, got {self.limit}")
+        object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
+
+    @property
+    def is_full(self) -> bool:
+        """Whether this config covers the whole dataset (``split="all"``, no limit)."""
+        return self.split == "all" and self.limit is None
+
+    def full(self) -> DigitsINRConfig:
+        """The same fitting config over the whole dataset."""
+        return dataclasses.replace(self, split="all", limit=None)
+
+    def indices(self) -> Tensor:
+        """Dataset indices covered by this config, ``[n]`` int64."""
+        return _digits_images(self.size)[1][self.split][: self.limit]
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-able dict, including ``n_images`` and the cache format version."""
+        d = dataclasses.asdict(self)
+        d["widths"] = list(self.widths)
+        d["n_images"] = int(self.indices().numel())
+        d["dataset"] = "digits-INR"
+        d["version"] = _CACHE_VERSION
+        return d
+
+    def key(self) -> str:
+        """16-hex-digit hash of :meth:`to_dict` (stable across runs and machines)."""
+        blob = json.dumps(self.to_dict(), sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def cache_paths(config: DigitsINRConfig, root: Path | str | None = None) -> tuple[Path, Path]:
+    """``(weights.safetensors, info.json)`` paths of ``config`` under ``root`` (default cache)."""
+    base = Path(root) if root is not None else cache_dir()
+    stem = f"digits_inr_{config.key()}"
+    return base / f"{stem}.safetensors", base / f"{stem}.json"
+
+
+def _ordered(tensors: Mapping[str, Tensor], widths: tuple[int, ...]) -> Params:
+    """Parameters from ``tensors`` in layer order (safetensors returns keys sorted)."""
+    return {k: tensors[k] for k in param_shapes(widths)}
+
+
+def read_cache(
+    config: DigitsINRConfig, root: Path | str | None = None
+) -> tuple[Params, Tensor, dict[str, object]] | None:
+    """Load a cached build: ``(params, indices [n], info)``, or ``None`` if not cached."""
+    weights, info_path = cache_paths(config, root)
+    if not weights.exists():
+        return None
+    tensors = load_file(str(weights))
+    info = json.loads(info_path.read_text()) if info_path.exists() else {}
+    return _ordered(tensors, config.widths), tensors["indices"], info
+
+
+def _atomic_write(path: Path, write: object) -> None:
+    """Write via a temp file in ``path``'s directory + ``os.replace`` (no torn files)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)  # type: ignore[operator]
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def build_digits_inrs(
+    config: DigitsINRConfig | None = None,
+    *,
+    root: Path | str | None = None,
+    chunk_size: int = 256,
+    device: torch.device | str | None = None,
+    progress: bool = True,
+    force: bool = False,
+    num_threads: int | None = None,
+) -> Path:
+    """Fit and cache the INRs of ``config`` (skipped if cached, unless ``force``).
+
+    The safetensors file holds the batched params (``"layers.{i}.weight" [n, out, in]``, ...),
+    ``"indices" [n]`` (dataset indices) and ``"psnr" [n]``; the JSON sidecar holds the config,
+    its key, ``fit_seconds``, ``mean_psnr``, per-split mean PSNRs and the environment.
+    ``chunk_size``, ``device``, ``progress`` and ``num_threads`` go to :func:`fit_inrs`.
+
+    Returns:
+        path of the safetensors file.
+    """
+    config = config or DigitsINRConfig()
+    weights, info_path = cache_paths(config, root)
+    if weights.exists() and not force:
+        return weights
+    images, splits = _digits_images(config.size)
+    idx = config.indices()
+    target = images[idx]
+    t0 = time.perf_counter()
+    params = fit_inrs(
+        target,
+        steps=config.steps,
+        lr=config.lr,
+        seed=config.seed,
+        chunk_size=chunk_size,
+        device=device,
+        progress=progress,
+        indices=idx,
+        widths=config.widths,
+        w0=config.w0,
+        num_threads=num_threads,
+    )
+    fit_seconds = time.perf_counter() - t0
+    with torch.no_grad():
+        recon = torch.cat(
+            [
+                render({k: v[s : s + 1024] for k, v in params.items()}, target.shape[1:], config.w0)
+                for s in range(0, len(idx), 1024)
+            ]
+        )
+    scores = psnr(recon, target)
+    split_of = {int(i): name for name in ("train", "val", "test") for i in splits[name]}
+    per_split: dict[str, float] = {}
+    for name in ("train", "val", "test"):
+        mask = torch.tensor([split_of[int(i)] == name for i in idx], dtype=torch.bool)
+        if mask.any():
+            per_split[name] = float(scores[mask].mean())
+    info = {
+        "config": config.to_dict(),
+        "key": config.key(),
+        "fit_seconds": round(fit_seconds, 2),
+        "mean_psnr": float(scores.mean()),
+        "min_psnr": float(scores.min()),
+        "mean_psnr_by_split": per_split,
+        "chunk_size": chunk_size,
+        "device": str(device or "cpu"),
+        "torch": torch.__version__,
+        "threads": num_threads or torch.get_num_threads(),
+        "machine": platform.machine(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    tensors = {k: v.contiguous() for k, v in params.items()}
+    tensors["indices"] = idx.to(torch.int64).contiguous()
+    tensors["psnr"] = scores.float().contiguous()
+    meta = {"config": json.dumps(config.to_dict(), sort_keys=True)}
+    _atomic_write(weights, lambda p: save_file(tensors, p, metadata=meta))
+    _atomic_write(info_path, lambda p: Path(p).write_text(json.dumps(info, indent=2) + "\n"))
+    if progress:
+        print(
+            f"fitted {len(idx)} INRs in {fit_seconds:.1f}s, mean PSNR {info['mean_psnr']:.2f} dB"
+            f" -> {weights}"
+        )
+    return weights
+
+
+def load_digits_inrs(
+    split: str = "train",
+    limit: int | None = None,
+    *,
+    config: DigitsINRConfig | None = None,
+    root: Path | str | None = None,
+    build: bool = True,
+    chunk_size: int = 256,
+    device: torch.device | str | None = None,
+    progress: bool = True,
+) -> tuple[Params, Tensor]:
+    """Fitted digits-INR params and their images for one split, fitting them if not cached.
+
+    Lookup order: (1) the full-dataset cache of ``config`` (sliced to the split / limit);
+    (2) for ``limit`` set, a subset cache with its own key; (3) otherwise fit and cache —
+    the full dataset when ``limit`` is None (several minutes on a CPU), only the subset
+    when ``limit`` is set. INRs are seeded per dataset index, so a subset's INRs equal the
+    corresponding rows of the full build (up to float rounding).
+
+    Args:
+        split: ``"train"``, ``"val"``, ``"test"`` or ``"all"``.
+        limit: only the first ``limit`` images of the split (quick tests / notebooks).
+        config: fitting protocol (default: the benchmark's); its split/limit are ignored.
+        root: cache directory (default :func:`cache_dir`).
+        build: fit when missing; if False, raise ``FileNotFoundError`` instead.
+        chunk_size, device, progress: passed to :func:`fit_inrs` when fitting.
+
+    Returns:
+        ``(params, images)``: batched params in layer order (``"layers.0.weight" [n, 32, 2]``,
+        ..., ``"layers.2.bias" [n, 1]``) and the target images ``[n, size, size]``.
+    """
+    base = (config or DigitsINRConfig()).full()
+    wanted = dataclasses.replace(base, split=split, limit=limit)  # validates split / limit
+    idx = wanted.indices()
+    images = _digits_images(base.size)[0][idx].clone()
+    kwargs = dict(root=root, chunk_size=chunk_size, device=device, progress=progress)
+
+    cached = read_cache(base, root)
+    if cached is None and limit is not None:
+        cached = read_cache(wanted, root)
+        if cached is None and build:
+            build_digits_inrs(wanted, **kwargs)  # type: ignore[arg-type]
+            cached = read_cache(wanted, root)
+    if cached is None:
+        if not build:
+            raise FileNotFoundError(
+                f"no cached digits-INR build at {cache_paths(base, root)[0]}; "
+                "run `python -m editing.build_inrs`"
+            )
+        build_digits_inrs(base, **kwargs)  # type: ignore[arg-type]
+        cached = read_cache(base, root)
+    assert cached is not None
+    params, stored, _ = cached
+    row_of = {int(i): r for r, i in enumerate(stored)}
+    rows = torch.tensor([row_of[int(i)] for i in idx], dtype=torch.int64)
+    return {k: v[rows].clone() for k, v in params.items()}, images
