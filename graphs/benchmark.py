@@ -107,6 +107,9 @@ def measure(name: str, repeats: int, hidden: int, layers: int, forward: bool) ->
     )  # fmt: skip
     if forward:
         gmn = GMN(1, 1, hidden=hidden, layers=layers).eval()
+        tiny = torch.nn.Linear(3, 2)  # warm-up: first-call costs are not per-model costs
+        with torch.inference_mode():
+            gmn.forward_data(ParameterGraph.from_module(tiny).encode(dict(tiny.named_parameters())))
         data = pg.encode(fresh)
         gc.collect()
         base = _rss_now_mb()
