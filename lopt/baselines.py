@@ -1,0 +1,92 @@
+"""Optimizers to compare and the inner-training loop the benchmark and demo share.
+
+``make_optimizer(kind, model, lr)`` builds ``"adam"``, ``"sgdm"`` (SGD, momentum 0.9) or a
+learned optimizer (``"learned"``, with ``checkpoint``: ``None`` = shipped GMN weights, or a
+``meta_train`` folder — a GMN or per-parameter-MLP checkpoint alike). :func:`train_curve`
+trains one model with one optimizer and records test losses and the optimizer-step time.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from lopt.optimizer import GMNOptimizer
+from tasks import Task
+
+__all__ = ["Curve", "make_optimizer", "test_loss", "train_curve"]
+
+
+def make_optimizer(kind: str, model: nn.Module, lr: float = 1.0,
+                   checkpoint: str | None = None) -> torch.optim.Optimizer:  # fmt: skip
+    """``"adam"``, ``"sgdm"`` or ``"learned"`` (a :class:`GMNOptimizer`, ``lr`` its multiplier)."""
+    if kind == "adam":
+        return torch.optim.Adam(model.parameters(), lr=lr)
+    if kind == "sgdm":
+        return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    if kind == "learned":
+        return GMNOptimizer(model, checkpoint=checkpoint, lr=lr)
+    raise ValueError(f"unknown optimizer kind {kind!r}; use 'adam', 'sgdm' or 'learned'")
+
+
+@torch.no_grad()
+def test_loss(task: Task, model: nn.Module, device: torch.device | str = "cpu") -> float:
+    """Mean loss of ``model`` on the task's full test set (NaN -> inf)."""
+    x, y = task.test_data()
+    loss = float(task.loss(model(x.to(device)), y.to(device)))
+    return loss if loss == loss else float("inf")
+
+
+@dataclass
+class Curve:
+    """Test-loss curve of one training run.
+
+    Attributes:
+        steps: inner steps at which the test loss was measured (0 = before training).
+        test_loss: the test losses at ``steps``.
+        step_time_s: mean wall-clock seconds of ``optimizer.step()`` alone.
+        total_time_s: wall-clock seconds of the whole run (without evaluation).
+    """
+
+    steps: list[int] = field(default_factory=list)
+    test_loss: list[float] = field(default_factory=list)
+    step_time_s: float = 0.0
+    total_time_s: float = 0.0
+
+    @property
+    def best(self) -> float:
+        return min(self.test_loss)
+
+
+def train_curve(task: Task, kind: str, lr: float, seed: int, steps: int, eval_every: int = 25,
+                checkpoint: str | None = None, device: torch.device | str = "cpu",
+                ) -> Curve:  # fmt: skip
+    """Train ``task.make_model(seed)`` on ``task.batch(t, seed)`` for ``steps`` steps."""
+    model = task.make_model(seed).to(device)
+    opt = make_optimizer(kind, model, lr, checkpoint)
+    curve = Curve()
+    curve.steps.append(0)
+    curve.test_loss.append(test_loss(task, model, device))
+    step_time = total = 0.0
+    for t in range(steps):
+        t0 = time.perf_counter()
+        x, y = task.batch(t, seed)
+        opt.zero_grad(set_to_none=True)
+        loss = task.loss(model(x.to(device)), y.to(device))
+        loss.backward()
+        t1 = time.perf_counter()
+        opt.step()
+        t2 = time.perf_counter()
+        step_time += t2 - t1
+        total += t2 - t0
+        if (t + 1) % eval_every == 0 or t + 1 == steps:
+            curve.steps.append(t + 1)
+            curve.test_loss.append(test_loss(task, model, device))
+            if curve.test_loss[-1] == float("inf"):  # diverged: the rest is no better
+                break
+    curve.step_time_s = step_time / max(1, t + 1)
+    curve.total_time_s = total
+    return curve

@@ -1,0 +1,167 @@
+r"""The learned update rule, written once as a pure function.
+
+Both :class:`lopt.optimizer.GMNOptimizer` (``step``) and the meta-training unrolls
+(:mod:`lopt.unroll`) call :func:`learned_update`, so meta-trained behaviour transfers exactly.
+
+With gradient :math:`g` and step :math:`t \leftarrow t + 1`, per parameter tensor:
+
+.. math::
+    m_k &\leftarrow b_k m_k + (1 - b_k) g, \qquad v \leftarrow b_v v + (1 - b_v) g^2 \\
+    d &= \frac{m_1 / (1 - b_1^t)}{\sqrt{v / (1 - b_v^t)} + \epsilon}
+        \qquad\text{(Adam's direction)} \\
+    (o_d, o_s) &= \mathrm{Net}(\text{features}(p, g, m, v, d, t)) \\
+    u &= \alpha\, e^{\beta_s \tanh o_s} \bigl(d + \beta_d \tanh o_d\bigr) \\
+    p &\leftarrow p - \eta\, u - \eta\, \alpha\, \lambda\, p
+
+where the net is a GMN over the parameter graph (or a per-parameter MLP), :math:`\eta` the
+learning-rate multiplier (``param_group["lr"]``, 1 by default), :math:`\lambda` the decoupled
+weight decay, and :math:`\alpha, \beta_d, \beta_s` meta-learned scalars stored as logarithms.
+A fresh net outputs zeros, so an untrained learned optimizer *is* Adam with step size
+:math:`\alpha` (initialised to 3.5e-3, the tuned Adam rate of the reference task). The net
+can only correct the direction by at most :math:`\beta_d` per entry and scale the step by a
+factor in :math:`[e^{-\beta_s}, e^{\beta_s}]`: the update magnitude stays bounded.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from lopt.features import num_features, step_features, tensor_features
+
+__all__ = ["UpdateConfig", "init_scales", "init_state", "learned_update"]
+
+State = dict  # {"step": [], "m0".."m{K-1}": {name: [*shape]}, "v": {name: [*shape]}}
+
+
+@dataclass(frozen=True)
+class UpdateConfig:
+    """Hyper-parameters of the update rule (fixed during meta-training).
+
+    Attributes:
+        momentum_decays: decays :math:`b_k` of the momenta fed to the net; the first is Adam's
+            :math:`b_1`.
+        second_moment_decay: :math:`b_v`.
+        eps: Adam's :math:`\\epsilon`.
+        step_taus: time scales of the step features :math:`\\tanh(t/\\tau - 1)`.
+        alpha_init, beta_dir_init, beta_scale_init: initial :math:`\\alpha, \\beta_d, \\beta_s`.
+    """
+
+    momentum_decays: tuple[float, ...] = (0.9, 0.99, 0.999)
+    second_moment_decay: float = 0.999
+    eps: float = 1e-8
+    step_taus: tuple[float, ...] = (10.0, 100.0, 1000.0)
+    alpha_init: float = 3.5e-3
+    beta_dir_init: float = 0.1
+    beta_scale_init: float = 1.0
+
+    @property
+    def in_channels(self) -> int:
+        """Feature channels the net reads."""
+        return num_features(len(self.momentum_decays), len(self.step_taus))
+
+    @property
+    def out_channels(self) -> int:
+        """Net outputs per entry: direction correction and log step-scale."""
+        return 2
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> UpdateConfig:
+        d = dict(d)
+        for key in ("momentum_decays", "step_taus"):
+            if key in d:
+                d[key] = tuple(d[key])
+        return cls(**d)
+
+
+def init_scales(cfg: UpdateConfig, dtype: torch.dtype = torch.float32) -> dict[str, Tensor]:
+    """The meta-learned scalars ``{"log_alpha", "log_beta_dir", "log_beta_scale"}``, each ``[]``."""
+    return {
+        "log_alpha": torch.tensor(math.log(cfg.alpha_init), dtype=dtype),
+        "log_beta_dir": torch.tensor(math.log(cfg.beta_dir_init), dtype=dtype),
+        "log_beta_scale": torch.tensor(math.log(cfg.beta_scale_init), dtype=dtype),
+    }
+
+
+def init_state(params: Mapping[str, Tensor], cfg: UpdateConfig) -> State:
+    """Zero optimizer state for ``params`` (step 0, zero momenta and second moment)."""
+    ref = next(iter(params.values()))
+    state: State = {"step": torch.zeros((), dtype=ref.dtype, device=ref.device)}
+    for k in range(len(cfg.momentum_decays)):
+        state[f"m{k}"] = {n: torch.zeros_like(p) for n, p in params.items()}
+    state["v"] = {n: torch.zeros_like(p) for n, p in params.items()}
+    return state
+
+
+def learned_update(
+    net: nn.Module,
+    weights: Mapping[str, Tensor] | None,
+    scales: Mapping[str, Tensor],
+    graph,
+    params: Mapping[str, Tensor],
+    grads: Mapping[str, Tensor],
+    state: State,
+    cfg: UpdateConfig,
+    lr: float | Mapping[str, float | Tensor] = 1.0,
+    weight_decay: float | Mapping[str, float | Tensor] = 0.0,
+) -> tuple[dict[str, Tensor], State]:
+    """One step of the learned optimizer; pure in all tensor arguments.
+
+    Args:
+        net: the GMN (or per-parameter MLP) module, called as
+            ``functional_call(net, weights, (graph, *features))``.
+        weights: the net's parameters and buffers ``{name: tensor}`` (a partial dict falls
+            back to the module's own tensors; ``None`` uses the module as it is).
+        scales: meta-learned scalars (see :func:`init_scales`).
+        graph: the :class:`~graphs.ParameterGraph` of the trained model.
+        params, grads: ``{name: [*shape]}`` for every name in ``graph.param_names``.
+        state: the optimizer state from :func:`init_state` or a previous call.
+        cfg: the update rule's hyper-parameters.
+        lr, weight_decay: the multiplier :math:`\\eta` and decay :math:`\\lambda`, a number or
+            one per parameter name.
+
+    Returns:
+        ``(new_params, new_state)``, same structure as the inputs.
+    """
+    names = list(params)
+    step = state["step"] + 1
+    momenta = []
+    for k, b in enumerate(cfg.momentum_decays):
+        momenta.append({n: b * state[f"m{k}"][n] + (1 - b) * grads[n] for n in names})
+    bv = cfg.second_moment_decay
+    second = {n: bv * state["v"][n] + (1 - bv) * grads[n].square() for n in names}
+    corr1 = 1 - cfg.momentum_decays[0] ** step
+    corr2 = 1 - bv**step
+    direction = {
+        n: (momenta[0][n] / corr1) / ((second[n] / corr2 + 1e-30).sqrt() + cfg.eps) for n in names
+    }
+    feats = tensor_features(
+        params, grads, momenta, second, direction, step_features(step, cfg.step_taus)
+    )
+    # weights=None: the net's own parameters (the optimizer's fast path, same computation)
+    out = net(graph, *feats) if weights is None else functional_call(net, dict(weights),
+                                                                      (graph, *feats))
+    alpha = scales["log_alpha"].exp()
+    beta_dir = scales["log_beta_dir"].exp()
+    beta_scale = scales["log_beta_scale"].exp()
+    new_params = {}
+    for n in names:
+        o = out[n]
+        u = alpha * torch.exp(beta_scale * torch.tanh(o[..., 1])) * (
+            direction[n] + beta_dir * torch.tanh(o[..., 0])
+        )
+        eta = lr[n] if isinstance(lr, Mapping) else lr
+        lam = weight_decay[n] if isinstance(weight_decay, Mapping) else weight_decay
+        new = params[n] - eta * u
+        if not (isinstance(lam, (int, float)) and lam == 0):
+            new = new - eta * alpha * lam * params[n]
+        new_params[n] = new
+    new_state: State = {"step": step, "v": second}
+    for k, m in enumerate(momenta):
+        new_state[f"m{k}"] = m
+    return new_params, new_state

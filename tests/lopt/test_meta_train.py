@@ -1,0 +1,64 @@
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from lopt import GMNOptimizer
+from lopt.meta_train import build_parser, main
+from tasks import get_task
+from tests.lopt.helpers import train
+
+TINY = ["--task", "digits_mlp32", "--truncation", "2", "--horizon", "4", "--hidden", "4",
+        "--layers", "1", "--tasks-per-step", "1", "--threads", "1"]  # fmt: skip
+
+
+def test_help_documents_every_option(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--help"])
+    text = capsys.readouterr().out
+    for flag in ["--task", "--steps", "--out", "--resume", "--tasks-per-step", "--truncation",
+                 "--horizon", "--hidden", "--layers", "--seed", "--objective", "--estimator",
+                 "--model"]:  # fmt: skip
+        assert flag in text
+
+
+def test_two_outer_steps_give_a_loadable_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    main([*TINY, "--steps", "2", "--out", str(out)])
+    for name in ["lopt.safetensors", "lopt.json", "train_state.json", "log.csv",
+                 "meta_loss.png", "config.json"]:  # fmt: skip
+        assert (out / name).exists(), name
+    cfg = json.loads((out / "lopt.json").read_text())
+    assert cfg["outer_step"] == 2 and cfg["net"]["hidden"] == 4
+    assert cfg["meta_train"]["objective"] == "valid"
+    fresh_scales = load_file(str(out / "lopt.safetensors"))["scales.log_alpha"]
+    assert float(fresh_scales) != pytest.approx(float(torch.tensor(3.5e-3).log()), abs=1e-7)
+    task = get_task("digits_mlp32")
+    model = task.make_model(0)
+    losses = train(model, GMNOptimizer(model, checkpoint=out), task, 5)
+    assert all(torch.isfinite(torch.tensor(losses)))
+
+
+def test_resume_continues_exactly(tmp_path):
+    main([*TINY, "--steps", "3", "--out", str(tmp_path / "a")])
+    main([*TINY, "--steps", "2", "--out", str(tmp_path / "b"), "--save-every", "1"])
+    main([*TINY, "--steps", "3", "--out", str(tmp_path / "b"), "--resume"])
+    a = load_file(str(tmp_path / "a" / "lopt.safetensors"))
+    b = load_file(str(tmp_path / "b" / "lopt.safetensors"))
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-6
+    log_a = (tmp_path / "a" / "log.csv").read_text().splitlines()
+    log_b = (tmp_path / "b" / "log.csv").read_text().splitlines()
+    assert len(log_a) == len(log_b) == 4
+    assert [r.split(",")[1] for r in log_a] == [r.split(",")[1] for r in log_b]  # meta-losses
+
+
+@pytest.mark.parametrize("extra", [
+    ["--estimator", "es", "--es-pairs", "1"],
+    ["--model", "mlp"],
+    ["--task", "digits_mlp_family", "--objective", "train"],
+])  # fmt: skip
+def test_variants_run(tmp_path, extra):
+    main([*TINY, "--steps", "1", "--out", str(tmp_path), *extra])
+    cfg = json.loads((tmp_path / "lopt.json").read_text())
+    assert cfg["outer_step"] == 1
