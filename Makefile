@@ -23,7 +23,9 @@ lint: $(STAMP)
 test: $(STAMP) lint
 	$(PY) -m pytest
 
+# The main job: the shipped learned optimizer beside Adam, then the core's graph demo.
 demo: $(STAMP)
+	$(PY) -m lopt.demo --out runs/demo/lopt
 	$(PY) -m graphs.demo
 
 benchmark: $(STAMP)

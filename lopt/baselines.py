@@ -85,7 +85,10 @@ def train_curve(task: Task, kind: str, lr: float, seed: int, steps: int, eval_ev
         if (t + 1) % eval_every == 0 or t + 1 == steps:
             curve.steps.append(t + 1)
             curve.test_loss.append(test_loss(task, model, device))
-            if curve.test_loss[-1] == float("inf"):  # diverged: the rest is no better
+            if curve.test_loss[-1] == float("inf") and t + 1 < steps:  # diverged: inf after
+                rest = range(t + 1 + eval_every, steps + 1, eval_every)
+                curve.steps += [s for s in rest if s != steps] + [steps]
+                curve.test_loss += [float("inf")] * (len(curve.steps) - len(curve.test_loss))
                 break
     curve.step_time_s = step_time / max(1, t + 1)
     curve.total_time_s = total
