@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.data import Data
 from torch_geometric.nn import MessagePassing
@@ -91,20 +92,37 @@ class GMNLayer(MessagePassing):
     def forward(self, x: Tensor, edge_index: Tensor, e: Tensor) -> tuple[Tensor, Tensor]:
         xn, en = self.norm_x(x), self.norm_e(e)
         n = x.shape[0]
+        # The first layer of an MLP over [node_i, edge_ij] is W_x x_i + W_e e_ij: the node
+        # part is projected once per node (N << E) and gathered, never concatenated per edge.
+        # Same parameters and outputs as the concatenated form, a fraction of the work.
         self._forward_direction = True
-        fwd = self.propagate(edge_index, x=xn, e=en, size=(n, n))
+        px, pe = _split_first_layer(self.msg_fwd, xn, en)
+        fwd = self.propagate(edge_index, x=px, e=pe, size=(n, n))
         self._forward_direction = False
-        bwd = self.propagate(edge_index.flip(0), x=xn, e=en, size=(n, n))
+        px, pe = _split_first_layer(self.msg_bwd, xn, en)
+        bwd = self.propagate(edge_index.flip(0), x=px, e=pe, size=(n, n))
         x = x + self.node_mlp(torch.cat([xn, fwd, bwd], dim=-1))
         # edges read the updated nodes: information crosses a node and comes back in one block
         xn = self.norm_x2(x)
         src, dst = edge_index
-        e = e + self.edge_mlp(torch.cat([en, xn[src], xn[dst]], dim=-1))
+        first, rest = self.edge_mlp[0], self.edge_mlp[1:]
+        h = en.shape[-1]
+        w = first.weight
+        nodes_src = F.linear(xn, w[:, h: 2 * h])
+        nodes_dst = F.linear(xn, w[:, 2 * h:])
+        pre = F.linear(en, w[:, :h], first.bias) + nodes_src[src] + nodes_dst[dst]
+        e = e + rest(pre)
         return x, e
 
     def message(self, x_j: Tensor, e: Tensor) -> Tensor:
         mlp = self.msg_fwd if self._forward_direction else self.msg_bwd
-        return mlp(torch.cat([x_j, e], dim=-1))
+        return mlp[1:](x_j + e)
+
+
+def _split_first_layer(mlp: nn.Sequential, nodes: Tensor, edges: Tensor) -> tuple[Tensor, Tensor]:
+    """``mlp[0]`` applied to ``cat([node, edge])`` as a node part and an edge part (+ bias)."""
+    first, h = mlp[0], nodes.shape[-1]
+    return F.linear(nodes, first.weight[:, :h]), F.linear(edges, first.weight[:, h:], first.bias)
 
 
 class GMNOutput(NamedTuple):
@@ -190,15 +208,23 @@ class GMN(nn.Module):
         return GMNOutput(self.edge_out(e), x, graph)
 
     def forward(self, pg: ParameterGraph, *feature_dicts: Mapping[str, Tensor]) -> dict:
-        """Per-parameter outputs: a dict with ``pg.param_names``, shaped like the parameters."""
+        """Per-parameter outputs: a dict with ``pg.param_names``, shaped like the parameters.
+
+        Stacked inputs (``[B, *shape]`` per parameter: ``B`` networks of one architecture)
+        run as one batched graph and give ``[B, *shape]`` outputs.
+        """
         self._check_channels(feature_dicts)
-        out = self.forward_data(pg.encode(*feature_dicts))
-        return pg.decode(None, out.edge)
+        batch = pg.batch_size_of(feature_dicts[0])
+        if batch is None:
+            return pg.decode(None, self.forward_data(pg.encode(*feature_dicts)).edge)
+        return pg.decode_stacked(self.forward_data(pg.encode_stacked(*feature_dicts)).edge, batch)
 
     def embed(self, pg: ParameterGraph, *feature_dicts: Mapping[str, Tensor]) -> Tensor:
-        """The permutation-invariant graph embedding ``[hidden]``."""
+        """The permutation-invariant graph embedding: ``[hidden]``, or ``[B, hidden]`` stacked."""
         self._check_channels(feature_dicts)
-        return self.forward_data(pg.encode(*feature_dicts)).graph[0]
+        if pg.batch_size_of(feature_dicts[0]) is None:
+            return self.forward_data(pg.encode(*feature_dicts)).graph[0]
+        return self.forward_data(pg.encode_stacked(*feature_dicts)).graph
 
     def forward_batch(
         self, graphs: list[ParameterGraph], features: list[tuple[Mapping[str, Tensor], ...]]

@@ -181,6 +181,97 @@ class ParameterGraph:
             num_nodes=self.num_nodes,
         )
 
+    def batch_size_of(self, params: Mapping[str, Tensor]) -> int | None:
+        """``None`` for one parameter dict (the parameters' shapes), ``B`` for a stacked one.
+
+        A stacked dict holds ``[B, *shape]`` for every parameter (a population of networks of
+        this architecture). Raises ``ValueError`` on any other shape, or mixed batch sizes.
+        """
+        sizes = set()
+        for name, shape in zip(self.param_names, self.param_shapes):
+            if name not in params:
+                raise KeyError(f"parameters missing for this graph: ['{name}']")
+            value_shape = tuple(params[name].shape)
+            if value_shape == tuple(shape):
+                sizes.add(None)
+            elif len(value_shape) == len(shape) + 1 and value_shape[1:] == tuple(shape):
+                sizes.add(value_shape[0])
+            else:
+                raise ValueError(
+                    f"parameter '{name}' has shape {value_shape}, the graph expects "
+                    f"{tuple(shape)} (or [B, *{tuple(shape)}] for a stacked population)"
+                )
+        if len(sizes) != 1:
+            raise ValueError(f"parameter tensors mix batch sizes {sorted(map(str, sizes))}")
+        return sizes.pop()
+
+    def encode_stacked(self, *param_dicts: Mapping[str, Tensor]) -> Data:
+        """Stacked parameter dicts (``[B, *shape]`` each) -> one ``Data`` holding ``B`` graphs.
+
+        The batched equivalent of :meth:`encode` for ``B`` networks of this architecture:
+        ``edge_attr [B * E, C]`` (graph ``b``'s edges are rows ``b * E ... (b + 1) * E - 1``),
+        node indices offset per graph and ``batch`` mapping nodes to graphs. The repeated
+        structure is built once per ``(B, device)`` and cached; each call only concatenates
+        the values, so a population of networks costs one pass over its parameters.
+        """
+        if not param_dicts:
+            raise ValueError("encode_stacked needs at least one parameter dict")
+        batch = self.batch_size_of(param_dicts[0])
+        if batch is None:
+            raise ValueError("encode_stacked expects stacked [B, *shape] tensors; use encode")
+        for p in param_dicts[1:]:
+            if self.batch_size_of(p) != batch:
+                raise ValueError("all channels of encode_stacked must have the same batch size")
+        c = len(param_dicts)
+        rows = [torch.cat([p[n].reshape(batch, -1) for n in self.param_names], 1)
+                for p in param_dicts]  # fmt: skip
+        flat = torch.stack(rows, dim=-1)  # [B, P, C]
+        pad = self.num_edges - self.num_params
+        if pad:
+            flat = torch.cat([flat, flat.new_zeros(batch, pad, c)], dim=1)
+        struct = self._stacked_structure(batch, flat.device)
+        return Data(
+            x=flat.new_zeros(batch * self.num_nodes, c),
+            edge_attr=flat.reshape(batch * self.num_edges, c),
+            edge_index=struct.edge_index,
+            node_feat=struct.node_feat,
+            edge_feat=struct.edge_feat,
+            batch=struct.batch,
+            num_nodes=batch * self.num_nodes,
+        )
+
+    def _stacked_structure(self, batch: int, device: torch.device) -> Data:
+        key = (batch, str(device))
+        if key not in self._on_device:
+            g = self._structure_on(device)
+            n, e = self.num_nodes, self.num_edges
+            offsets = torch.arange(batch, device=device).repeat_interleave(e) * n
+            self._on_device[key] = Data(
+                edge_index=g.edge_index.repeat(1, batch) + offsets,
+                node_feat=g.node_feat.repeat(batch, 1),
+                edge_feat=g.edge_feat.repeat(batch, 1),
+                batch=torch.arange(batch, device=device).repeat_interleave(n),
+            )
+        return self._on_device[key]
+
+    def decode_stacked(self, edge_attr: Tensor, batch: int) -> dict[str, Tensor]:
+        """Inverse of :meth:`encode_stacked`: ``[B * E(, C)]`` -> ``{name: [B, *shape(, C)]}``."""
+        if edge_attr.shape[0] != batch * self.num_edges:
+            raise ValueError(
+                f"edge_attr has {edge_attr.shape[0]} rows, {batch} stacked graphs have "
+                f"{batch * self.num_edges} edges"
+            )
+        values = edge_attr.reshape(batch, self.num_edges, *edge_attr.shape[1:])
+        values = values[:, : self.num_params]
+        if values.dim() == 3 and values.shape[2] == 1:
+            values = values[..., 0]
+        trailing = tuple(values.shape[2:])
+        pieces = torch.split(values, self.param_numels, dim=1)
+        return {
+            name: piece.reshape(batch, *shape, *trailing)
+            for name, shape, piece in zip(self.param_names, self.param_shapes, pieces)
+        }
+
     def decode(self, x: Tensor | None, edge_attr: Tensor) -> dict[str, Tensor]:
         """Exact inverse of :meth:`encode`: ``edge_attr [E]`` or ``[E, C]`` -> parameter dict.
 

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 
 import torch
 from torch import Tensor, nn
-from torch.func import grad_and_value
+from torch.func import grad_and_value, vmap
 
 from lopt.unroll import InnerRun, unroll
 from lopt.update import State, UpdateConfig
@@ -49,19 +49,24 @@ def es_estimate(net: nn.Module, meta: Meta, run: InnerRun, length: int, cfg: Upd
                 objective: str = "valid", sigma: float = 0.01, pairs: int = 4,
                 generator: torch.Generator | None = None,
                 ) -> tuple[Tensor, dict, tuple[dict, State]]:  # fmt: skip
-    """Antithetic evolution-strategies estimate (``2 * pairs + 1`` unrolls, no backward)."""
-    grads = {g: {k: torch.zeros_like(v) for k, v in d.items()} for g, d in meta.items()}
-    for _ in range(pairs):
-        z = {g: {k: torch.randn(v.shape, generator=generator, dtype=v.dtype).to(v.device)
-                 for k, v in d.items()} for g, d in meta.items()}  # fmt: skip
-        plus = {g: {k: v + sigma * z[g][k] for k, v in d.items()} for g, d in meta.items()}
-        minus = {g: {k: v - sigma * z[g][k] for k, v in d.items()} for g, d in meta.items()}
-        lp, _ = unroll(net, plus, run, length, cfg, objective)
-        lm, _ = unroll(net, minus, run, length, cfg, objective)
-        coef = (lp - lm) / (2 * sigma * pairs)
-        for g in grads:
-            for k in grads[g]:
-                grads[g][k] += coef * z[g][k]
+    """Antithetic evolution-strategies estimate (``2 * pairs + 1`` unrolls, no backward).
+
+    The ``2 * pairs`` perturbed learned optimizers are a population too: their unrolls run
+    as one ``torch.func.vmap`` over the stacked perturbed weights (each perturbed optimizer
+    trains its own copy of ``run``'s inner networks).
+    """
+    z = {g: {k: torch.randn((pairs, *v.shape), generator=generator, dtype=v.dtype).to(v.device)
+             for k, v in d.items()} for g, d in meta.items()}  # fmt: skip
+    perturbed = {g: {k: torch.cat([v + sigma * z[g][k], v - sigma * z[g][k]])
+                     for k, v in d.items()} for g, d in meta.items()}  # fmt: skip
+
+    def meta_loss(m):
+        return unroll(net, m, run, length, cfg, objective)[0]
+
+    # randomness="same": every perturbation sees the same batches (common random numbers)
+    losses = vmap(meta_loss, randomness="same")(perturbed)  # [+z_1..+z_n, -z_1..-z_n]
+    coef = (losses[:pairs] - losses[pairs:]) / (2 * sigma * pairs)  # [pairs]
+    grads = {g: {k: torch.tensordot(coef, z[g][k], dims=1) for k in d} for g, d in meta.items()}
     loss, (params, state) = unroll(net, meta, run, length, cfg, objective)
     return loss, grads, _detach(params, state)
 

@@ -23,9 +23,16 @@ from torch import Tensor
 __all__ = ["normalize", "num_features", "step_features", "tensor_features"]
 
 
-def normalize(x: Tensor, eps: float = 1e-5) -> Tensor:
-    r"""Per-tensor second-moment normalisation :math:`x / \sqrt{\epsilon + \mathrm{mean}(x^2)}`."""
-    return x * torch.rsqrt(eps + x.square().mean())
+def normalize(x: Tensor, eps: float = 1e-5, batch_dims: int = 0) -> Tensor:
+    r"""Per-tensor second-moment normalisation :math:`x / \sqrt{\epsilon + \mathrm{mean}(x^2)}`.
+
+    With ``batch_dims=1`` the leading dimension indexes a population of networks and each
+    member's tensor is normalised on its own.
+    """
+    if batch_dims == 0:
+        return x * torch.rsqrt(eps + x.square().mean())
+    ms = x.square().mean(dim=tuple(range(batch_dims, x.dim())), keepdim=True)
+    return x * torch.rsqrt(eps + ms)
 
 
 def num_features(num_momenta: int, num_taus: int) -> int:
@@ -45,6 +52,7 @@ def tensor_features(
     second: Mapping[str, Tensor],
     direction: Mapping[str, Tensor],
     step_feats: Sequence[Tensor],
+    batch_dims: int = 0,
 ) -> list[dict[str, Tensor]]:
     """The feature channels, one parameter-shaped dict each (the GMN's ``*feature_dicts``).
 
@@ -54,6 +62,8 @@ def tensor_features(
         second: the second-moment estimate ``v`` (already updated).
         direction: the bias-corrected Adam direction.
         step_feats: scalar step features (see :func:`step_features`).
+        batch_dims: 1 when every tensor is stacked ``[P, *shape]`` over a population of
+            networks (each member normalised on its own), else 0.
 
     Returns:
         ``num_features(len(momenta), len(step_feats))`` dicts ``{name: [*shape]}``.
@@ -62,7 +72,7 @@ def tensor_features(
     # the tiny offset keeps d sqrt(v) / dv finite where v = 0 (meta-gradients would be NaN)
     root_v = {n: (second[n] + 1e-30).sqrt() for n in names}
     per_tensor = [params, grads, *momenta, root_v, direction]
-    out = [{n: normalize(ch[n]) for n in names} for ch in per_tensor]
+    out = [{n: normalize(ch[n], batch_dims=batch_dims) for n in names} for ch in per_tensor]
     for s in step_feats:
         out.append({n: s.to(params[n].dtype).expand(params[n].shape) for n in names})
     return out

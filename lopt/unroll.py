@@ -18,16 +18,22 @@ the next training batch (``"train"``), :math:`c` the task's ``loss_clip`` and
 :math:`\operatorname{clip}` clamps to :math:`[0, c]` with NaN mapped to :math:`c`.
 Differentiating :math:`L` with ``torch.func.grad`` gives the truncated-backprop meta-gradient
 (second-order terms through :math:`g_t` included).
+
+An :class:`InnerRun` is a *population* of ``P >= 1`` networks of one architecture (one task,
+``P`` seeds: different initialisations and batches) trained in one batched computation:
+inner gradients by ``torch.func.vmap`` over the stacked parameters ``[P, *shape]``, and one
+learned-optimizer call on the stacked parameter graph (:meth:`graphs.GMN.forward` batches the
+``P`` graphs). The meta-loss is the mean over the members.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call, grad_and_value
+from torch.func import functional_call, grad, vmap
 
 from graphs import ParameterGraph
 from lopt.update import State, UpdateConfig, init_state, learned_update
@@ -38,41 +44,65 @@ __all__ = ["InnerRun", "clipped_loss", "new_inner_run", "unroll"]
 
 @dataclass
 class InnerRun:
-    """One inner training run, advanced truncation by truncation.
+    """A population of inner training runs of one task, advanced truncation by truncation.
 
     Attributes:
         task: the inner task; ``model`` a module of its architecture (weights unused:
             ``params`` are passed functionally) and ``graph`` its parameter graph.
-        seed: the run's model-init and data seed.
-        params, state: inner parameters and optimizer state (detached).
+        seeds: one model-init and data seed per member (``P = len(seeds)``).
+        params, state: stacked inner parameters ``{name: [P, *shape]}`` and optimizer state
+            (detached; ``state["step"]`` is shared by the members).
         step: inner steps taken so far; ``horizon`` steps after which the run is reset.
     """
 
     task: Task
     model: nn.Module
     graph: ParameterGraph
-    seed: int
+    seeds: tuple[int, ...]
     params: dict[str, Tensor]
     state: State
     step: int
     horizon: int
 
+    @property
+    def population(self) -> int:
+        return len(self.seeds)
 
-def new_inner_run(task: Task, seed: int, horizon: int, cfg: UpdateConfig,
+    def member(self, i: int) -> dict[str, Tensor]:
+        """Member ``i``'s parameters ``{name: [*shape]}``."""
+        return {n: v[i] for n, v in self.params.items()}
+
+
+def new_inner_run(task: Task, seeds: int | Sequence[int], horizon: int, cfg: UpdateConfig,
                   device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
                   graph: ParameterGraph | None = None) -> InnerRun:  # fmt: skip
-    """A fresh run of ``task`` (model initialised from ``seed``)."""
-    model = task.make_model(seed).to(device=device, dtype=dtype)
+    """Fresh runs of ``task``, one per seed (models initialised from their seeds)."""
+    seeds = (int(seeds),) if isinstance(seeds, int) else tuple(int(s) for s in seeds)
+    if not seeds:
+        raise ValueError("an inner run needs at least one seed")
+    members = []
+    for seed in seeds:
+        model = task.make_model(seed).to(device=device, dtype=dtype)
+        members.append({n: p.detach().clone() for n, p in model.named_parameters()})
     graph = (graph or ParameterGraph.from_module(model)).to(device)
-    params = {n: p.detach().clone() for n, p in model.named_parameters()}
-    params = {n: params[n] for n in graph.param_names}
-    return InnerRun(task, model, graph, seed, params, init_state(params, cfg), 0, horizon)
+    params = {n: torch.stack([m[n] for m in members]) for n in graph.param_names}
+    return InnerRun(task, model, graph, seeds, params, init_state(params, cfg), 0, horizon)
 
 
 def clipped_loss(loss: Tensor, clip: float) -> Tensor:
     """``clamp(loss, 0, clip) / clip`` with NaN -> 1 (the clip value, normalised)."""
     loss = torch.where(torch.isnan(loss), torch.full_like(loss, clip), loss)
     return loss.clamp(0.0, clip) / clip
+
+
+def population_batch(task: Task, step: int, seeds: Sequence[int], split: str,
+                     like: Tensor) -> tuple[Tensor, Tensor]:  # fmt: skip
+    """Every member's minibatch of inner step ``step``, stacked: ``[P, batch, ...]``."""
+    xs, ys = zip(*(task.batch(step, s, split) for s in seeds))
+    x, y = torch.stack(xs), torch.stack(ys)
+    x = x.to(like.device, like.dtype) if x.is_floating_point() else x.to(like.device)
+    y = y.to(like.device, like.dtype) if y.is_floating_point() else y.to(like.device)
+    return x, y
 
 
 def unroll(
@@ -88,36 +118,34 @@ def unroll(
     Args:
         net: the learned optimizer's net (its weights come from ``meta["net"]``).
         meta: ``{"net": weights, "scales": scales}``: what is differentiated.
-        run: the inner run (not modified).
+        run: the inner runs (not modified).
         length: truncation length :math:`T`.
         objective: ``"valid"`` (held-out batches) or ``"train"``.
 
     Returns:
-        ``(meta_loss [], (params, state))``: the final inner parameters and state.
+        ``(meta_loss [], (params, state))``: the meta-loss averaged over the truncation and
+        the population, and the final stacked inner parameters and state.
     """
     if objective not in ("valid", "train"):
         raise ValueError(f"objective must be 'valid' or 'train', got {objective!r}")
-    task, model = run.task, run.model
+    task, model, seeds = run.task, run.model, run.seeds
     ref = next(iter(run.params.values()))
-
-    def to_ref(b: Tensor) -> Tensor:  # float batches follow the inner parameters' dtype
-        return b.to(ref.device, ref.dtype) if b.is_floating_point() else b.to(ref.device)
 
     def loss_fn(params: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
         return task.loss(functional_call(model, params, (x,)), y)
 
+    inner_grads, member_losses = vmap(grad(loss_fn)), vmap(loss_fn)
     params, state = run.params, run.state
     total = 0.0
     for i in range(length):
         t = run.step + i
-        x, y = (to_ref(b) for b in task.batch(t, run.seed, "train"))
-        grads, _ = grad_and_value(loss_fn)(params, x, y)
+        grads = inner_grads(params, *population_batch(task, t, seeds, "train", ref))
         params, state = learned_update(
             net, meta["net"], meta["scales"], run.graph, params, grads, state, cfg
         )
         if objective == "valid":
-            xo, yo = (to_ref(b) for b in task.batch(t, run.seed, "valid"))
+            xo, yo = population_batch(task, t, seeds, "valid", ref)
         else:
-            xo, yo = (to_ref(b) for b in task.batch(t + 1, run.seed, "train"))
-        total = total + clipped_loss(loss_fn(params, xo, yo), task.loss_clip)
+            xo, yo = population_batch(task, t + 1, seeds, "train", ref)
+        total = total + clipped_loss(member_losses(params, xo, yo), task.loss_clip).mean()
     return total / length, (params, state)

@@ -119,7 +119,9 @@ def learned_update(
             back to the module's own tensors; ``None`` uses the module as it is).
         scales: meta-learned scalars (see :func:`init_scales`).
         graph: the :class:`~graphs.ParameterGraph` of the trained model.
-        params, grads: ``{name: [*shape]}`` for every name in ``graph.param_names``.
+        params, grads: ``{name: [*shape]}`` for every name in ``graph.param_names``, or
+            ``{name: [P, *shape]}`` for a population of ``P`` networks updated in one call
+            (features are normalised per member; the net runs once on the stacked graph).
         state: the optimizer state from :func:`init_state` or a previous call.
         cfg: the update rule's hyper-parameters.
         lr, weight_decay: the multiplier :math:`\\eta` and decay :math:`\\lambda`, a number or
@@ -140,8 +142,9 @@ def learned_update(
     direction = {
         n: (momenta[0][n] / corr1) / ((second[n] / corr2 + 1e-30).sqrt() + cfg.eps) for n in names
     }
+    stacked = 0 if graph is None or graph.batch_size_of(params) is None else 1
     feats = tensor_features(
-        params, grads, momenta, second, direction, step_features(step, cfg.step_taus)
+        params, grads, momenta, second, direction, step_features(step, cfg.step_taus), stacked
     )
     # weights=None: the net's own parameters (the optimizer's fast path, same computation)
     out = net(graph, *feats) if weights is None else functional_call(net, dict(weights),
