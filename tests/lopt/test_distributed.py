@@ -13,7 +13,8 @@ from tasks import get_task
 from tests.lopt.helpers import train
 
 TINY = ["--task", "digits_mlp32", "--truncation", "2", "--horizon", "5", "--hidden", "4",
-        "--layers", "1", "--tasks-per-step", "2", "--threads", "1", "--save-every", "1"]  # fmt: skip
+        "--layers", "1", "--tasks-per-step", "2", "--threads", "1",
+        "--save-every", "1"]  # fmt: skip
 WORKER = Path(__file__).with_name("dist_worker.py")
 
 
