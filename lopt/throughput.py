@@ -115,23 +115,30 @@ def _table(rows: list[dict]) -> str:
 
 
 def _plot(rows: list[dict], path: Path) -> None:
+    """Throughput and peak memory against population size (or truncation, if it varies)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    x = "population" if len({r["population"] for r in rows}) > 1 else "truncation"
+    other = "truncation" if x == "population" else "population"
+    lines: dict[tuple[int, int], list[dict]] = {}
+    for r in rows:
+        if "error" not in r:
+            lines.setdefault((r["processes"], r[other]), []).append(r)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.5))
-    for procs in sorted({r["processes"] for r in rows}):
-        ok = [r for r in rows if r["processes"] == procs and "error" not in r]
-        pops = [r["population"] for r in ok]
-        ax1.plot(pops, [r["inner_steps_per_s"] for r in ok], "o-", label=f"{procs} process(es)")
-        ax2.plot(pops, [r["peak_mem_mb"] for r in ok], "o-", label=f"{procs} process(es)")
+    for (procs, fixed), ok in sorted(lines.items()):
+        label = f"{procs} process(es), {other} {fixed}"
+        ax1.plot([r[x] for r in ok], [r["inner_steps_per_s"] for r in ok], "o-", label=label)
+        ax2.plot([r[x] for r in ok], [r["peak_mem_mb"] for r in ok], "o-", label=label)
     for ax, label in [(ax1, "inner steps / s"), (ax2, "peak memory per rank (MB)")]:
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
-        ax.set_xlabel("population (networks per task slot)")
+        ax.set_xlabel("population (networks per task slot)" if x == "population"
+                      else "truncation (inner steps)")  # fmt: skip
         ax.set_ylabel(label)
-        ax.legend()
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
