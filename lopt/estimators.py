@@ -33,12 +33,12 @@ Meta = Mapping[str, Mapping[str, Tensor]]
 
 def tbptt_estimate(
     net: nn.Module, meta: Meta, run: InnerRun, length: int, cfg: UpdateConfig,
-    objective: str = "valid",
+    objective: str = "valid", meta_loss: str = "linear",
 ) -> tuple[Tensor, dict, tuple[dict, State]]:  # fmt: skip
     """Truncated-backprop meta-gradient of one truncation of ``run``."""
 
     def f(m):
-        return unroll(net, m, run, length, cfg, objective)
+        return unroll(net, m, run, length, cfg, objective, meta_loss)
 
     grads, (loss, (params, state)) = grad_and_value(f, has_aux=True)(meta)
     return loss.detach(), grads, _detach(params, state)
@@ -47,7 +47,7 @@ def tbptt_estimate(
 @torch.no_grad()
 def es_estimate(net: nn.Module, meta: Meta, run: InnerRun, length: int, cfg: UpdateConfig,
                 objective: str = "valid", sigma: float = 0.01, pairs: int = 4,
-                generator: torch.Generator | None = None,
+                generator: torch.Generator | None = None, meta_loss: str = "linear",
                 ) -> tuple[Tensor, dict, tuple[dict, State]]:  # fmt: skip
     """Antithetic evolution-strategies estimate (``2 * pairs + 1`` unrolls, no backward).
 
@@ -60,14 +60,14 @@ def es_estimate(net: nn.Module, meta: Meta, run: InnerRun, length: int, cfg: Upd
     perturbed = {g: {k: torch.cat([v + sigma * z[g][k], v - sigma * z[g][k]])
                      for k, v in d.items()} for g, d in meta.items()}  # fmt: skip
 
-    def meta_loss(m):
-        return unroll(net, m, run, length, cfg, objective)[0]
+    def perturbed_loss(m):
+        return unroll(net, m, run, length, cfg, objective, meta_loss)[0]
 
     # randomness="same": every perturbation sees the same batches (common random numbers)
-    losses = vmap(meta_loss, randomness="same")(perturbed)  # [+z_1..+z_n, -z_1..-z_n]
+    losses = vmap(perturbed_loss, randomness="same")(perturbed)  # [+z_1..+z_n, -z_1..-z_n]
     coef = (losses[:pairs] - losses[pairs:]) / (2 * sigma * pairs)  # [pairs]
     grads = {g: {k: torch.tensordot(coef, z[g][k], dims=1) for k in d} for g, d in meta.items()}
-    loss, (params, state) = unroll(net, meta, run, length, cfg, objective)
+    loss, (params, state) = unroll(net, meta, run, length, cfg, objective, meta_loss)
     return loss, grads, _detach(params, state)
 
 

@@ -77,6 +77,8 @@ class MetaTrainConfig:
     layers: int = 2
     seed: int = 0
     objective: str = "valid"
+    meta_loss: str = "linear"
+    init: str = ""
     estimator: str = "tbptt"
     outer_lr: float = 1e-3
     scale_lr: float = 1e-2
@@ -110,6 +112,10 @@ HELP = {
     "layers": "net depth (GMN message-passing blocks / MLP hidden layers)",
     "seed": "seed of the net init, inner runs and ES noise",
     "objective": "meta-objective: 'valid' (held-out batches) or 'train' (training batches)",
+    "meta_loss": "'linear' (mean normalised clipped loss) or 'log' (mean of its logarithm: "
+    "late, small improvements weigh as much as early, large ones)",
+    "init": "start from a learned-optimizer checkpoint ('shipped' or a --out folder) instead "
+    "of a fresh net (its architecture and update rule replace --model/--hidden/--layers)",
     "estimator": "meta-gradient estimator: 'tbptt' (truncated backprop) or 'es' "
     "(antithetic evolution strategies)",
     "outer_lr": "outer Adam learning rate for the net",
@@ -139,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         kind = {"int": int, "float": float, "str": str}[f.type]
         choices = {"model": ["gmn", "mlp"], "objective": ["valid", "train"],
-                   "estimator": ["tbptt", "es"],
+                   "estimator": ["tbptt", "es"], "meta_loss": ["linear", "log"],
                    "nonfinite": ["error", "skip"]}.get(f.name)  # fmt: skip
         parser.add_argument(flag, type=kind, default=f.default, choices=choices,
                             help=f"{HELP[f.name]} (default: {f.default})")  # fmt: skip
@@ -370,6 +376,9 @@ def _meta_train(cfg: MetaTrainConfig, group: Group, progress: bool) -> LearnedOp
     if resuming:
         lopt = load_learned_optimizer(state_folder, device=device)
         ucfg = lopt.update
+    elif cfg.init:
+        lopt = load_learned_optimizer(None if cfg.init == "shipped" else cfg.init, device=device)
+        ucfg = lopt.update
     else:
         ucfg = UpdateConfig(alpha_init=cfg.alpha_init)
         lopt = LearnedOptimizer.fresh(cfg.model, cfg.hidden, cfg.layers, ucfg, cfg.seed)
@@ -416,11 +425,12 @@ def _meta_train(cfg: MetaTrainConfig, group: Group, progress: bool) -> LearnedOp
                 length = min(cfg.truncation, run.horizon - run.step)
                 if cfg.estimator == "tbptt":
                     loss, grads, (p, s) = tbptt_estimate(net, meta, run, length, ucfg,
-                                                         cfg.objective)  # fmt: skip
+                                                         cfg.objective, cfg.meta_loss)  # fmt: skip
                 else:
                     gen = torch.Generator().manual_seed(mix_seed(cfg.seed, step, slot, 7))
                     loss, grads, (p, s) = es_estimate(net, meta, run, length, ucfg, cfg.objective,
-                                                      cfg.es_sigma, cfg.es_pairs, gen)  # fmt: skip
+                                                      cfg.es_sigma, cfg.es_pairs, gen,
+                                                      cfg.meta_loss)  # fmt: skip
                 loss_sum += float(loss)
                 local += _flat(grads)
                 run.params, run.state, run.step = p, s, run.step + length

@@ -112,6 +112,7 @@ def unroll(
     length: int,
     cfg: UpdateConfig,
     objective: str = "valid",
+    meta_loss: str = "linear",
 ) -> tuple[Tensor, tuple[dict[str, Tensor], State]]:
     """Meta-loss of ``length`` inner steps from ``run``'s current parameters and state.
 
@@ -121,6 +122,9 @@ def unroll(
         run: the inner runs (not modified).
         length: truncation length :math:`T`.
         objective: ``"valid"`` (held-out batches) or ``"train"``.
+        meta_loss: ``"linear"`` averages the normalised clipped losses; ``"log"`` averages
+            their logarithms (``log(1e-3 + loss / clip)``), so that late, small improvements
+            (0.13 -> 0.115) weigh as much as early, large ones.
 
     Returns:
         ``(meta_loss [], (params, state))``: the meta-loss averaged over the truncation and
@@ -128,6 +132,8 @@ def unroll(
     """
     if objective not in ("valid", "train"):
         raise ValueError(f"objective must be 'valid' or 'train', got {objective!r}")
+    if meta_loss not in ("linear", "log"):
+        raise ValueError(f"meta_loss must be 'linear' or 'log', got {meta_loss!r}")
     task, model, seeds = run.task, run.model, run.seeds
     ref = next(iter(run.params.values()))
 
@@ -147,5 +153,8 @@ def unroll(
             xo, yo = population_batch(task, t, seeds, "valid", ref)
         else:
             xo, yo = population_batch(task, t + 1, seeds, "train", ref)
-        total = total + clipped_loss(member_losses(params, xo, yo), task.loss_clip).mean()
+        term = clipped_loss(member_losses(params, xo, yo), task.loss_clip)
+        if meta_loss == "log":
+            term = torch.log(1e-3 + term)
+        total = total + term.mean()
     return total / length, (params, state)

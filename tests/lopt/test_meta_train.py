@@ -56,9 +56,14 @@ def test_resume_continues_exactly(tmp_path):
 @pytest.mark.parametrize("extra", [
     ["--estimator", "es", "--es-pairs", "1"],
     ["--model", "mlp"],
-    ["--task", "digits_mlp_family", "--objective", "train"],
+    ["--task", "digits_mlp_family", "--objective", "train", "--population", "2"],
+    ["--meta-loss", "log", "--init", "shipped"],
 ])  # fmt: skip
 def test_variants_run(tmp_path, extra):
     main([*TINY, "--steps", "1", "--out", str(tmp_path), *extra])
     cfg = json.loads((tmp_path / "lopt.json").read_text())
     assert cfg["outer_step"] == 1
+    if "--init" in extra:  # fine-tuning the shipped optimizer keeps its architecture
+        assert cfg["net"]["hidden"] == GMNOptimizer(torch.nn.Linear(2, 2)).learned.net.config.hidden
+    if "log" in extra:
+        assert float((tmp_path / "log.csv").read_text().splitlines()[1].split(",")[1]) < 0
