@@ -3,7 +3,10 @@
 ``GMNOptimizer(model)`` is a drop-in ``torch.optim.Optimizer`` whose update is computed by a
 meta-trained GMN over the model's parameter graph; ``python -m lopt.meta_train`` meta-trains
 new ones by truncated backpropagation (or evolution strategies) through ``torch.func``
-unrolls; ``python -m lopt.benchmark`` compares them with tuned Adam and SGD-momentum.
+unrolls — on one process or many (``torchrun``, :mod:`lopt.distributed`), each unrolling
+populations of networks in one batched computation; ``python -m lopt.benchmark`` compares
+learned optimizers with tuned Adam and SGD-momentum, ``python -m lopt.throughput`` measures
+meta-training throughput.
 """
 
 from lopt.checkpoint import (
@@ -12,12 +15,14 @@ from lopt.checkpoint import (
     load_learned_optimizer,
     save_learned_optimizer,
 )
+from lopt.distributed import GroupError
 from lopt.optimizer import GMNOptimizer
 from lopt.update import UpdateConfig, init_scales, init_state, learned_update
 
 __all__ = [
     "CheckpointError",
     "GMNOptimizer",
+    "GroupError",
     "LearnedOptimizer",
     "UpdateConfig",
     "init_scales",
