@@ -7,7 +7,10 @@ to networks), plus for the non-graph baselines features precomputed per network 
 :func:`network_features`. Every ``forward`` returns ``[B]`` predictions in ``(0, 1)``
 (a sigmoid over a regression output).
 
-* :class:`GMNPredictor`: the GMN's invariant graph embedding -> MLP.
+* :class:`GMNPredictor`: the GMN's edge and node states -> invariant readout -> MLP. Default
+  readout ``"groups"``: final edge states pooled per parameter group (edges of one network
+  sharing edge type and layer index), an MLP per group, mean over groups; ``"mean"``: the
+  GMN's own graph embedding (one mean over all nodes and one over all edges).
 * :class:`DeepSetsPredictor`: every parameter entry ``(value, edge type, layer)`` -> MLP ->
   mean over the network's entries -> MLP. Invariant to every permutation of the entries.
 * :class:`DMCPredictor`: DMC-style (Eilertsen et al., 2020) 1-D CNN over the flattened
@@ -42,6 +45,8 @@ __all__ = [
     "network_features",
 ]
 
+GMN_READOUTS = ("mean", "groups")
+GROUP_MAX_LAYERS = 64
 STAT_QUANTILES = (0.0, 0.25, 0.5, 0.75, 1.0)
 NUM_STATS = 2 + len(STAT_QUANTILES)
 
@@ -51,19 +56,66 @@ def _head(d_in: int, hidden: int) -> nn.Sequential:
 
 
 class GMNPredictor(nn.Module):
-    """GMN graph embedding ``[B, hidden]`` -> MLP -> sigmoid -> ``[B]``.
+    """GMN -> invariant readout ``[B, d]`` -> MLP -> sigmoid -> ``[B]``.
 
     Args:
         hidden / layers: width and depth of the GMN (see :class:`graphs.GMN`).
+        readout: ``"mean"``: the GMN's own graph embedding (mean of node states and of edge
+            states -> MLP). ``"groups"``: the final edge states are pooled (mean and max) per
+            *parameter group* -- the edges of one network sharing an edge type and a layer
+            index (e.g. one conv kernel, one bias vector) -- each group vector (plus learned
+            embeddings of its type and layer) goes through an MLP, and the group vectors are
+            averaged per network, concatenated with the GMN's graph embedding. Edge types and
+            layer indices are structural features that no neuron permutation changes, so the
+            readout is exactly permutation invariant; it keeps per-layer information that a
+            single mean over all edges of a network washes out.
     """
 
-    def __init__(self, hidden: int = 32, layers: int = 3, **_: Any) -> None:
+    def __init__(self, hidden: int = 32, layers: int = 3, readout: str = "mean",
+                 **_: Any) -> None:  # fmt: skip
         super().__init__()
-        self.gmn = GMN(in_channels=1, out_channels=1, hidden=hidden, layers=layers)
-        self.head = _head(hidden, hidden)
+        if readout not in GMN_READOUTS:
+            raise ValueError(f"unknown readout {readout!r}; choose from {GMN_READOUTS}")
+        self.readout = readout
+        groups = readout == "groups"
+        self.gmn = GMN(in_channels=1, out_channels=hidden if groups else 1, hidden=hidden,
+                       layers=layers)  # fmt: skip
+        d = hidden
+        if groups:
+            # per-edge embeddings: the GMN's (zero-initialised) edge head, re-initialised
+            nn.init.normal_(self.gmn.edge_out.weight, std=hidden**-0.5)
+            self.group_type = nn.Embedding(NUM_EDGE_TYPES, hidden)
+            self.group_layer = nn.Embedding(GROUP_MAX_LAYERS, hidden)
+            self.group_mlp = nn.Sequential(nn.Linear(3 * hidden, hidden), nn.SiLU(),
+                                           nn.Linear(hidden, hidden))  # fmt: skip
+            d = 2 * hidden
+        self.head = _head(d, hidden)
 
     def forward(self, batch: Batch, features: Mapping[str, Tensor] | None = None) -> Tensor:
-        return torch.sigmoid(self.head(self.gmn.forward_data(batch).graph)[:, 0])
+        out = self.gmn.forward_data(batch)
+        if self.readout == "mean":
+            return torch.sigmoid(self.head(out.graph)[:, 0])
+        ef = batch.edge_feat.long()
+        graph_batch = getattr(batch, "batch", None)
+        if graph_batch is None:
+            graph_batch = torch.zeros(batch.num_nodes, dtype=torch.long, device=ef.device)
+        num_graphs = out.graph.shape[0]
+        etype = ef[:, 0]
+        layer = ef[:, 1].clamp(0, GROUP_MAX_LAYERS - 1)
+        graph = graph_batch[batch.edge_index[0]]
+        key = (graph * GROUP_MAX_LAYERS + layer) * NUM_EDGE_TYPES + etype
+        uniq, group = torch.unique(key, return_inverse=True)
+        e = out.edge
+        mean = scatter(e, group, dim=0, dim_size=len(uniq), reduce="mean")
+        mx = scatter(e, group, dim=0, dim_size=len(uniq), reduce="max")
+        g_type = uniq % NUM_EDGE_TYPES
+        g_layer = (uniq // NUM_EDGE_TYPES) % GROUP_MAX_LAYERS
+        g_graph = uniq // (NUM_EDGE_TYPES * GROUP_MAX_LAYERS)
+        struct = self.group_type(g_type) + self.group_layer(g_layer)
+        z = self.group_mlp(torch.cat([mean, mx, struct], dim=-1))
+        pooled = scatter(z, g_graph, dim=0, dim_size=num_graphs, reduce="mean")
+        h = torch.cat([pooled, out.graph], dim=-1)
+        return torch.sigmoid(self.head(h)[:, 0])
 
 
 class DeepSetsPredictor(nn.Module):
@@ -148,10 +200,15 @@ METHODS = ("DeepSets", "DMC", "StatNN", "GMN")
 """Predictor names in table order."""
 
 
-def build_predictor(method: str, dims: Mapping[str, int], hidden: int, layers: int) -> nn.Module:
-    """A fresh predictor by name; ``dims`` holds ``max_len`` and ``max_tensors`` of the zoo."""
+def build_predictor(
+    method: str, dims: Mapping[str, int], hidden: int, layers: int, readout: str = "mean"
+) -> nn.Module:
+    """A fresh predictor by name; ``dims`` holds ``max_len`` and ``max_tensors`` of the zoo.
+
+    ``readout`` applies to the GMN only (see :class:`GMNPredictor`).
+    """
     if method == "GMN":
-        return GMNPredictor(hidden=hidden, layers=layers)
+        return GMNPredictor(hidden=hidden, layers=layers, readout=readout)
     if method == "DeepSets":
         return DeepSetsPredictor(hidden=hidden)
     if method == "DMC":

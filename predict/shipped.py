@@ -100,6 +100,8 @@ def load_predictor(name: str = "cnn", folder: str | Path | None = None) -> Accur
         meta_text = (Path(folder) / f"{name}.json").read_text()
         state = load_file(str(Path(folder) / f"{name}.safetensors"))
     meta = json.loads(meta_text)
-    model = GMNPredictor(hidden=meta["hidden"], layers=meta["layers"])
+    model = GMNPredictor(
+        hidden=meta["hidden"], layers=meta["layers"], readout=meta.get("readout", "mean")
+    )
     model.load_state_dict(state)
     return AccuracyPredictor(model.eval(), meta)

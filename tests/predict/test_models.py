@@ -53,15 +53,15 @@ def _permuted(spec, groups, seed=0):
 
 
 @pytest.mark.parametrize("arch", sorted(SPECS))
-@pytest.mark.parametrize("method", ["GMN", "DeepSets", "StatNN"])
+@pytest.mark.parametrize("method", ["GMN", "GMN-mean", "DeepSets", "StatNN"])
 def test_predictions_invariant_to_neuron_permutations(arch, method):
     spec, groups = SPECS[arch]
     pg, params, moved = _permuted(spec, groups)
     feats = network_features([pg, pg], [params, moved])
     torch.manual_seed(1)
-    model = build_predictor(
-        method, {"max_len": feats["flat"].shape[1], "max_tensors": feats["stats"].shape[1]}, 16, 2
-    ).double()
+    dims = {"max_len": feats["flat"].shape[1], "max_tensors": feats["stats"].shape[1]}
+    readout = "mean" if method == "GMN-mean" else "groups"
+    model = build_predictor(method.split("-")[0], dims, 16, 2, readout).double()
     for p in model.parameters():  # make the output head non-trivial (GMN heads start at zero)
         p.data.add_(0.05 * torch.randn_like(p))
     from torch_geometric.data import Batch
@@ -79,10 +79,33 @@ def test_gmn_predictor_sensitive_to_weights():
     other = {k: v * 1.5 for k, v in params.items()}
     feats = network_features([pg, pg], [params, other])
     torch.manual_seed(0)
-    model = build_predictor("GMN", {}, 16, 2).double()
+    model = build_predictor("GMN", {}, 16, 2, "groups").double()
     for p in model.parameters():
         p.data.add_(0.05 * torch.randn_like(p))
     from torch_geometric.data import Batch
 
     out = model(Batch.from_data_list([pg.encode(params), pg.encode(other)]), feats)
     assert (out[0] - out[1]).abs() > 1e-6
+
+
+def test_gmn_group_readout_batches_like_single_graphs():
+    """Group pooling never mixes networks of a batch (mixed architectures included)."""
+    from torch_geometric.data import Batch
+
+    torch.manual_seed(0)
+    datas = []
+    for spec, _ in SPECS.values():
+        module = build_module(spec).double()
+        pg = ParameterGraph.from_module(module)
+        datas.append(pg.encode({k: v.detach() for k, v in module.named_parameters()}))
+    model = build_predictor("GMN", {}, 16, 2, "groups").double()
+    for p in model.parameters():
+        p.data.add_(0.05 * torch.randn_like(p))
+    together = model(Batch.from_data_list(datas))
+    alone = torch.cat([model(Batch.from_data_list([d])) for d in datas])
+    assert torch.allclose(together, alone, atol=1e-10, rtol=0)
+
+
+def test_unknown_readout():
+    with pytest.raises(ValueError, match="unknown readout"):
+        build_predictor("GMN", {}, 8, 1, "attention")
