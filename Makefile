@@ -23,9 +23,11 @@ lint: $(STAMP)
 test: $(STAMP) lint
 	$(PY) -m pytest
 
-# The main job: the shipped learned optimizer beside Adam, then the core's graph demo.
+# The main job: the shipped learned optimizer beside Adam, the shipped INR editors against
+# the baselines (table + figure of edited digits), then the core's graph demo.
 demo: $(STAMP)
 	$(PY) -m lopt.demo --out runs/demo/lopt
+	$(PY) -m editing.demo --limit 64 --out runs/demo/editing
 	$(PY) -m graphs.demo
 
 benchmark: $(STAMP)

@@ -1,15 +1,25 @@
 r"""The weight-space INR editor: a residual metanetwork update of SIREN parameters.
 
 .. math::
-    \theta'_t = \theta_t + \gamma_t \, s_t \, f_t(\theta / s)
+    \theta'_t = \theta_t + \gamma_t \, u_t \, f_t(\theta / s)
 
 for every parameter tensor ``t`` (``layers.{i}.weight`` / ``layers.{i}.bias``): ``f`` is a
 metanetwork (a :class:`graphs.GMN` over the SIREN's parameter graph, or a baseline from
 :mod:`editing.baselines`), ``gamma`` one learned scalar per layer for the weights and one for
-the biases (initialised 0.01), and ``s_t`` a fixed per-tensor scale (the standard deviation
-of that tensor over the training INRs, a buffer set by :meth:`Editor.set_scale`), so that the
-metanetwork reads and writes values of order one. ``s`` is one scalar per tensor, so it
-commutes with hidden-neuron permutations: a GMN editor stays exactly equivariant.
+the biases (initialised 0.01), ``s_t`` a fixed per-tensor input scale (the standard deviation
+of that tensor over the training INRs, a buffer set by :meth:`Editor.set_scale`) so that the
+metanetwork reads values of order one, and ``u_t`` a fixed per-tensor output scale
+(``EditorConfig.output_scale``): ``"std"`` uses ``u = s``; ``"preact"`` (default) uses the
+architecture-derived :func:`preact_scales`, which make a unit output move every layer's
+pre-activation by a comparable amount. ``s`` and ``u`` are one scalar per tensor, so they
+commute with hidden-neuron permutations: a GMN editor stays exactly equivariant.
+
+Why ``"preact"``: with ``u = s`` a unit output moves the first layers' sine arguments by
+``w0 * s`` (several radians) but the last bias by only 0.1 (its std over INRs), while invert
+needs it to move by ~1. Every first-order optimizer then reduces the loss by flattening the
+hidden layers (rendering a grey image) before the last layer can flip, a basin it does not
+leave (GMN invert test MSE ~0.08 at 600 steps; the same happens to 12 free per-tensor
+scale / shift scalars trained directly). See docs/results/editing/.
 
 Editors are saved as ``<stem>.safetensors`` (state dict) + ``<stem>.json`` (config and
 metadata): :func:`save_editor` / :func:`load_editor_file`.
@@ -61,12 +71,17 @@ class EditorConfig:
         mlp_hidden: MLP hidden width.
         mlp_depth: MLP hidden layers.
         gamma_init: initial value of every gamma.
-        gmn_skip: add a learned per-tensor linear term to the GMN output,
-            ``f_t = GMN_t(x) + a_t x_t`` (``a`` zero-initialised). It is equivariant (one
-            scalar per tensor) and gives the metanetwork an exact linear path from each
-            input value to its output, which the GMN's final LayerNorm otherwise distorts
-            (invert's exact solution is linear in the last layer). Off by default: on invert
-            it did not help (test MSE 0.0816 vs 0.0840 without, seed 0, 600 steps).
+        gmn_skip: add a learned per-tensor affine term to the GMN output,
+            ``f_t = GMN_t(x) + a_t x_t + c_t`` (``a``, ``c`` zero-initialised, trained at
+            ``gamma_lr``). Equivariant (scalars per tensor); gives an exact linear path from
+            each input value to its output, which the GMN's final LayerNorm distorts.
+            On by default: with ``output_scale="preact"`` and no skip, 1 of 3 invert seeds
+            still fell into the flat-hidden-layers basin (test MSE 0.107; the other two
+            2e-4 / 7e-5); with the skip all 3 reach <= 1.2e-4. It costs dilate, though
+            (0.0062 vs 0.0051 for seed 0, 600 steps): docs/results/editing/.
+        gamma_param: ``"linear"`` learns gamma itself; ``"log"`` learns ``log gamma``.
+        output_scale: ``"preact"`` (default) or ``"std"`` (``u_t = s_t``, the behaviour of
+            editors saved before this option existed); see the module docstring.
     """
 
     model: str = "gmn"
@@ -77,11 +92,17 @@ class EditorConfig:
     mlp_hidden: int = 512
     mlp_depth: int = 3
     gamma_init: float = 0.01
-    gmn_skip: bool = False
+    gmn_skip: bool = True
+    gamma_param: str = "linear"
+    output_scale: str = "preact"
 
     def __post_init__(self) -> None:
         if self.model not in MODELS:
             raise ValueError(f"unknown editor model {self.model!r}; choose from {MODELS}")
+        if self.output_scale not in ("std", "preact"):
+            raise ValueError(f"output_scale must be 'std' or 'preact', got {self.output_scale!r}")
+        if self.gamma_param not in ("linear", "log"):
+            raise ValueError(f"gamma_param must be 'linear' or 'log', got {self.gamma_param!r}")
         object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
 
     def to_dict(self) -> dict[str, Any]:
@@ -92,7 +113,12 @@ class EditorConfig:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> EditorConfig:
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        kw = {k: v for k, v in d.items() if k in names}
+        # files written before these options existed used their original behaviour
+        kw.setdefault("gmn_skip", False)
+        kw.setdefault("gamma_param", "linear")
+        kw.setdefault("output_scale", "std")
+        return cls(**kw)
 
 
 class GMNMetanet(nn.Module):
@@ -117,7 +143,9 @@ class GMNMetanet(nn.Module):
         self.pg = ParameterGraph.from_module(SIREN(widths))
         self.gmn = GMN(in_channels=1, out_channels=1, hidden=hidden, layers=layers)
         n = len(self.pg.param_names)
-        self.skip = nn.Parameter(torch.zeros(n)) if skip else None  # a_t, see EditorConfig
+        # per-tensor linear term a_t x_t + c_t (see EditorConfig.gmn_skip); zero-initialised
+        self.skip = nn.Parameter(torch.zeros(n)) if skip else None
+        self.shift = nn.Parameter(torch.zeros(n)) if skip else None
         self._structure: dict[tuple[int, str], Data] = {}
 
     def _batched_structure(self, batch: int, device: torch.device) -> Data:
@@ -155,9 +183,29 @@ class GMNMetanet(nn.Module):
             k: p.reshape(batch, *s)
             for k, s, p in zip(pg.param_names, pg.param_shapes, pieces, strict=True)
         }
-        if self.skip is not None:
-            out = {k: v + self.skip[i] * params[k] for i, (k, v) in enumerate(out.items())}
+        if self.skip is not None and self.shift is not None:
+            out = {
+                k: v + self.skip[i] * params[k] + self.shift[i]
+                for i, (k, v) in enumerate(out.items())
+            }
         return out
+
+
+def preact_scales(widths: tuple[int, ...], w0: float) -> Tensor:
+    """Per-tensor output scales ``u_t`` of ``output_scale="preact"`` (weight, bias per layer).
+
+    ``u_t`` is the change of tensor ``t`` that moves its layer's pre-activation, in the units
+    the next nonlinearity sees, by O(1) for a unit metanet output of random sign: for the
+    ``sin(w0 z)`` layers ``1 / (w0 sqrt(fan_in))`` (weights) and ``1 / w0`` (biases); for the
+    linear output layer, whose pre-activation is the pixel intensity, ``1 / sqrt(fan_in)``
+    and ``1``.
+    """
+    out = []
+    last = len(widths) - 2
+    for i, fan_in in enumerate(widths[:-1]):
+        k = 1.0 if i == last else 1.0 / w0
+        out += [k / math.sqrt(fan_in), k]
+    return torch.tensor(out)
 
 
 def _build_metanet(config: EditorConfig) -> nn.Module:
@@ -169,7 +217,7 @@ def _build_metanet(config: EditorConfig) -> nn.Module:
 
 
 class Editor(nn.Module):
-    r"""Edits batched SIREN parameters: ``theta' = theta + gamma * s * f(theta / s)``.
+    r"""Edits batched SIREN parameters: ``theta' = theta + gamma * u * f(theta / s)``.
 
     Call it on batched params ``{"layers.{i}.weight": [B, out, in], "layers.{i}.bias":
     [B, out], ...}`` (a single INR without the batch dim is accepted too) and get edited
@@ -186,9 +234,19 @@ class Editor(nn.Module):
         self.shapes = param_shapes(self.config.widths)
         n_layers = len(self.config.widths) - 1
         self.metanet = _build_metanet(self.config)
-        self.gamma_weight = nn.Parameter(torch.full((n_layers,), self.config.gamma_init))
-        self.gamma_bias = nn.Parameter(torch.full((n_layers,), self.config.gamma_init))
+        g0 = self.config.gamma_init
+        if self.config.gamma_param == "log":  # gamma = exp(log_gamma), see EditorConfig
+            if g0 <= 0:
+                raise ValueError(f"gamma_param='log' needs gamma_init > 0, got {g0}")
+            self.log_gamma_weight = nn.Parameter(torch.full((n_layers,), math.log(g0)))
+            self.log_gamma_bias = nn.Parameter(torch.full((n_layers,), math.log(g0)))
+        else:
+            self.gamma_weight = nn.Parameter(torch.full((n_layers,), g0))
+            self.gamma_bias = nn.Parameter(torch.full((n_layers,), g0))
         self.register_buffer("scale", torch.ones(2 * n_layers))  # s_t, in self.shapes order
+        # u_t: output scale; architecture-only for "preact", so not saved in the state dict
+        self.register_buffer("out_scale", preact_scales(self.config.widths, self.config.w0),
+                             persistent=False)  # fmt: skip
 
     @property
     def param_names(self) -> list[str]:
@@ -229,7 +287,11 @@ class Editor(nn.Module):
 
     def gammas(self) -> Tensor:
         """``[2 L]`` gammas in parameter order (weight, bias per layer)."""
-        return torch.stack([self.gamma_weight, self.gamma_bias], dim=1).reshape(-1)
+        if self.config.gamma_param == "log":
+            g = torch.stack([self.log_gamma_weight, self.log_gamma_bias], dim=1).exp()
+        else:
+            g = torch.stack([self.gamma_weight, self.gamma_bias], dim=1)
+        return g.reshape(-1)
 
     def forward(self, params: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """Batched params -> edited batched params (same keys, shapes, dtype)."""
@@ -238,6 +300,8 @@ class Editor(nn.Module):
         normed = {k: batched[k] / scale[i] for i, k in enumerate(self.shapes)}
         delta = self.metanet(normed)
         gammas = self.gammas().to(scale)
+        if self.config.output_scale == "preact":
+            scale = self.out_scale.to(scale)
         out = {k: batched[k] + gammas[i] * scale[i] * delta[k] for i, k in enumerate(self.shapes)}
         return {k: v[0] for k, v in out.items()} if single else out
 

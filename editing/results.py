@@ -1,16 +1,20 @@
 """The editing results table: gather run logs, aggregate over seeds, write JSON + Markdown.
 
 Reads every ``OUT/<edit>/<model>/seed<seed>/log.json`` written by :mod:`editing.train`.
+``python -m editing.results --runs OUT [--out DIR]`` rewrites the table and draws the
+validation curves (``DIR/results.json``, ``results.md``, ``curves.png``).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["REFERENCE", "collect", "markdown", "write_table"]
+__all__ = ["REFERENCE", "collect", "main", "markdown", "plot_curves", "write_table"]
 
 REFERENCE: dict[str, dict[str, float]] = {
     "no edit": {"dilate": 0.0210, "invert": 0.576, "blur": 0.00167},
@@ -86,6 +90,29 @@ def markdown(results: dict[str, Any]) -> str:
             cells.append(f"{c['mean']:.5f} ± {c['std']:.5f} ({c['n']})" if c else "—")
         if any(c != "—" for c in cells):
             lines.append(f"| {_MODEL_LABEL[model]} | " + " | ".join(cells) + " |")
+    lines += ["", "Training budget per run (from the run logs):", ""]
+    lines += ["| model | steps | batch | editor config | mean wall s / run |", "|---" * 5 + "|"]
+    for model in _MODEL_ORDER:
+        runs = [r for r in results["runs"] if r["model"] == model]
+        if not runs:
+            continue
+        ed = runs[0]["editor"]
+        if model == "gmn":
+            arch = f"GMN hidden {ed.get('gmn_hidden')}, {ed.get('gmn_layers')} layers"
+            arch += ", affine skip" if ed.get("gmn_skip") else ""
+        elif model in ("mlp", "mlp_aug"):
+            arch = f"MLP {ed.get('mlp_depth')} x {ed.get('mlp_hidden')}"
+        else:
+            arch = "-"
+        if model != "identity":
+            arch += f", output_scale {ed.get('output_scale', 'std')}"
+        steps = sorted({r["steps"] for r in runs})
+        batch = sorted({r["batch_size"] for r in runs})
+        wall = statistics.fmean(r["wall_seconds"] for r in runs)
+        lines.append(
+            f"| {_MODEL_LABEL[model]} | {'/'.join(map(str, steps))} | "
+            f"{'/'.join(map(str, batch))} | {arch} | {wall:.0f} |"
+        )
     lines += ["", "Reference (issue; 600 steps, batch 32):", ""]
     lines += ["| model | " + " | ".join(edits) + " |", "|---|" + "---|" * len(edits)]
     for name, ref in results["reference"].items():
@@ -102,3 +129,70 @@ def write_table(results: dict[str, Any], out: Path | str) -> tuple[Path, Path]:
     js.write_text(json.dumps(results, indent=2) + "\n")
     md.write_text(markdown(results))
     return js, md
+
+
+def plot_curves(results: dict[str, Any], path: Path | str) -> Path:
+    """Validation MSE vs step per edit (mean over seeds, band min..max) for every model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    edits = list(results["table"])
+    cols = min(3, max(1, len(edits)))
+    rows = max(1, -(-len(edits) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+    for ax in axes.flat[len(edits) :]:
+        ax.set_visible(False)
+    for ax, edit in zip(axes.flat, edits, strict=False):
+        for model in _MODEL_ORDER:
+            runs = [r for r in results["runs"] if r["edit"] == edit and r["model"] == model]
+            if not runs:
+                continue
+            logs = [json.loads((Path(r["path"]) / "log.json").read_text()) for r in runs]
+            if model == "identity":
+                ax.axhline(statistics.fmean(lg["val_mse"][0] for lg in logs), color="grey",
+                           ls="--", lw=1, label=_MODEL_LABEL[model])  # fmt: skip
+                continue
+            steps = logs[0]["val_steps"]
+            curves = [lg["val_mse"] for lg in logs if lg["val_steps"] == steps]
+            mean = [statistics.fmean(c[i] for c in curves) for i in range(len(steps))]
+            lo = [min(c[i] for c in curves) for i in range(len(steps))]
+            hi = [max(c[i] for c in curves) for i in range(len(steps))]
+            label = f"{_MODEL_LABEL[model]} ({len(curves)})"
+            (line,) = ax.plot(steps, mean, "o-", ms=2, label=label)
+            ax.fill_between(steps, lo, hi, color=line.get_color(), alpha=0.2)
+        ref = results.get("reference", {}).get("NFN-NP", {}).get(edit)
+        if ref is not None:
+            ax.axhline(ref, color="k", ls=":", lw=1, label="NFN-NP (reference, test)")
+        ax.set(title=edit, xlabel="step", ylabel="val pixel MSE", yscale="log")
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(
+        prog="python -m editing.results",
+        description="Aggregate python -m editing.train runs into results.json / results.md "
+        "and draw validation curves (curves.png).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--runs", required=True, help="the --out folder of python -m editing.train")
+    p.add_argument("--out", default=None, help="where to write (default: --runs)")
+    args = p.parse_args(argv)
+    results = collect(args.runs)
+    out = Path(args.out or args.runs)
+    js, md = write_table(results, out)
+    fig = plot_curves(results, out / "curves.png")
+    print(markdown(results))
+    print(f"-> {js}, {md}, {fig}")
+    return results
+
+
+if __name__ == "__main__":
+    main()

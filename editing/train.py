@@ -108,7 +108,7 @@ def evaluate(
 ) -> Tensor:
     """Per-INR MSE ``[n]`` between ``render(editor(params))`` and ``targets [n, H, W]``."""
     w0 = editor.config.w0 if w0 is None else w0
-    device = editor.gamma_weight.device
+    device = editor.scale.device
     out = []
     for s in range(0, targets.shape[0], batch):
         p = {k: v.to(device) for k, v in _slice(params, slice(s, s + batch)).items()}
@@ -186,8 +186,9 @@ def train_editor(
     editor = Editor(ecfg)
     editor.set_scale(data["train"][0])
     editor.to(device)
-    # scalar gains (gammas, the GMN's linear skip) learn at gamma_lr without weight decay
-    scalar = [n.startswith("gamma_") or n.endswith(".skip") for n, _ in editor.named_parameters()]
+    # scalar gains (gammas, the GMN's affine skip) learn at gamma_lr without weight decay
+    names = [n for n, _ in editor.named_parameters()]
+    scalar = ["gamma_" in n or n.endswith((".skip", ".shift")) for n in names]
     gammas = [p for p, g in zip(editor.parameters(), scalar, strict=True) if g]
     others = [p for p, g in zip(editor.parameters(), scalar, strict=True) if not g]
     opt = torch.optim.AdamW(
@@ -310,10 +311,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-every", type=int, default=d.eval_every, help="validate every N steps")
     p.add_argument("--gmn-hidden", type=int, default=e.gmn_hidden, help="GMN width")
     p.add_argument("--gmn-layers", type=int, default=e.gmn_layers, help="GMN blocks")
-    p.add_argument("--gmn-skip", action="store_true",
-                   help="add a learned linear term a_t * x_t per tensor to the GMN output")
+    p.add_argument("--gmn-skip", action=argparse.BooleanOptionalAction, default=e.gmn_skip,
+                   help="add a learned per-tensor affine term a_t * x_t + c_t to the GMN output")
     p.add_argument("--mlp-hidden", type=int, default=e.mlp_hidden, help="MLP hidden width")
     p.add_argument("--mlp-depth", type=int, default=e.mlp_depth, help="MLP hidden layers")
+    p.add_argument("--output-scale", default=e.output_scale, choices=("preact", "std"),
+                   help="per-tensor output scale u_t: architecture-derived (preact) or the "
+                        "tensor's std over the training INRs (std)")  # fmt: skip
+    p.add_argument("--gamma-param", default=e.gamma_param, choices=("linear", "log"),
+                   help="learn gamma directly or its log (gamma = exp(u))")
     p.add_argument("--gamma-init", type=float, default=e.gamma_init, help="initial gammas")
     p.add_argument("--train-limit", type=int, default=None, help="use first N train INRs")
     p.add_argument("--val-limit", type=int, default=None, help="use first N val INRs")
@@ -339,6 +345,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ecfg = EditorConfig(
         gmn_hidden=args.gmn_hidden, gmn_layers=args.gmn_layers, mlp_hidden=args.mlp_hidden,
         mlp_depth=args.mlp_depth, gamma_init=args.gamma_init, gmn_skip=args.gmn_skip,
+        gamma_param=args.gamma_param, output_scale=args.output_scale,
     )  # fmt: skip
     limits = {"train": args.train_limit, "val": args.val_limit, "test": args.test_limit}
     progress = not args.quiet

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import math
+
 import pytest
 import torch
 
 import editing
-from editing.editor import Editor, EditorConfig, load_editor_file, save_editor
+from editing.editor import Editor, EditorConfig, load_editor_file, preact_scales, save_editor
 from editing.inr import init_siren_params
 from graphs import ParameterGraph
 from graphs.permutation import node_permutation, permute_parameters
@@ -31,7 +34,9 @@ def _randomize_heads(editor: Editor, seed: int = 0) -> Editor:
         for name, p in editor.named_parameters():
             if name.endswith(("edge_out.weight", "head.weight")):
                 p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * 0.5)
-            if name.startswith("gamma_") or name.endswith(".skip"):
+            if name.startswith("log_gamma_"):
+                p.fill_(math.log(0.3))
+            elif name.startswith("gamma_") or name.endswith((".skip", ".shift")):
                 p.fill_(0.3)
     return editor
 
@@ -55,14 +60,19 @@ def test_permute_hidden_preserves_render_and_matches_graph_permutation() -> None
         torch.testing.assert_close(moved[k][0], expected[k])
 
 
-@pytest.mark.parametrize("model", ["gmn", "gmn_skip", "mlp", "mlp_aug", "identity"])
+@pytest.mark.parametrize("model", ["gmn", "gmn_skip", "gmn_log", "mlp", "mlp_aug", "identity"])
 def test_fresh_editor_is_identity_and_gamma_init(model: str) -> None:
-    skip = model == "gmn_skip"
-    model = "gmn" if skip else model
-    cfg = EditorConfig(model=model, gmn_hidden=8, gmn_layers=1, mlp_hidden=16, gmn_skip=skip)
+    skip, log = model == "gmn_skip", model == "gmn_log"
+    model = "gmn" if skip or log else model
+    cfg = EditorConfig(
+        model=model, gmn_hidden=8, gmn_layers=1, mlp_hidden=16, gmn_skip=skip,
+        gamma_param="log" if log else "linear",
+    )  # fmt: skip
     editor = Editor(cfg)
-    assert torch.equal(editor.gamma_weight, torch.full((3,), 0.01))
-    assert torch.equal(editor.gamma_bias, torch.full((3,), 0.01))
+    torch.testing.assert_close(editor.gammas(), torch.full((6,), 0.01), rtol=1e-6, atol=0)
+    if not log:
+        assert torch.equal(editor.gamma_weight, torch.full((3,), 0.01))
+        assert torch.equal(editor.gamma_bias, torch.full((3,), 0.01))
     params = _params(2)
     editor.set_scale(params)
     out = editor(params)
@@ -71,9 +81,18 @@ def test_fresh_editor_is_identity_and_gamma_init(model: str) -> None:
         torch.testing.assert_close(out[k], params[k], rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("skip", [False, True])
-def test_gmn_editor_is_permutation_equivariant(float64, skip: bool) -> None:
-    cfg = EditorConfig(gmn_hidden=16, gmn_layers=2, gmn_skip=skip)
+@pytest.mark.parametrize(
+    ("skip", "output_scale", "gamma_param"),
+    [(False, "preact", "linear"), (True, "preact", "log"), (False, "std", "linear"),
+     (True, "std", "linear")],
+)  # fmt: skip
+def test_gmn_editor_is_permutation_equivariant(
+    float64, skip: bool, output_scale: str, gamma_param: str
+) -> None:
+    cfg = EditorConfig(
+        gmn_hidden=16, gmn_layers=2, gmn_skip=skip, output_scale=output_scale,
+        gamma_param=gamma_param,
+    )  # fmt: skip
     editor = _randomize_heads(Editor(cfg)).double()
     params = _params(3)
     editor.set_scale(params)
@@ -89,6 +108,41 @@ def test_gmn_editor_is_permutation_equivariant(float64, skip: bool) -> None:
         editing.render(edited_of_permuted, (11, 11)), editing.render(edited, (11, 11)),
         atol=1e-9, rtol=0,
     )  # fmt: skip
+
+
+def test_output_scales() -> None:
+    """preact: u = 1/(w0 sqrt(fan_in)), 1/w0 for sine layers; 1/sqrt(fan_in), 1 for the last."""
+    u = preact_scales((2, 32, 32, 1), 30.0)
+    expected = [1 / (30 * 2**0.5), 1 / 30, 1 / (30 * 32**0.5), 1 / 30, 32**-0.5, 1.0]
+    torch.testing.assert_close(u, torch.tensor(expected))
+    params = _params(4)
+    # the edit is theta + gamma * u * f: with f = 1 everywhere, every entry moves by gamma * u
+    for output_scale in ("preact", "std"):
+        editor = Editor(EditorConfig(model="identity", output_scale=output_scale))
+        editor.set_scale(params)
+        editor.metanet.forward = lambda p: {k: torch.ones_like(v) for k, v in p.items()}
+        moved = editor(params)
+        want = u if output_scale == "preact" else editor.scale
+        for i, k in enumerate(params):
+            torch.testing.assert_close(moved[k] - params[k], 0.01 * want[i].expand_as(params[k]))
+
+
+def test_old_editor_files_load_with_their_behaviour(tmp_path) -> None:
+    """Editors saved before ``output_scale`` / ``gamma_param`` / ``gmn_skip`` existed keep
+    their behaviour (``u = s``, linear gammas, no skip)."""
+    cfg = EditorConfig(gmn_hidden=8, gmn_layers=1, output_scale="std", gmn_skip=False)
+    editor = _randomize_heads(Editor(cfg))
+    params = _params(2)
+    editor.set_scale(params)
+    save_editor(editor, tmp_path / "old")
+    info = json.loads((tmp_path / "old.json").read_text())
+    for key in ("output_scale", "gamma_param", "gmn_skip"):
+        del info["config"][key]
+    (tmp_path / "old.json").write_text(json.dumps(info))
+    loaded = load_editor_file(tmp_path / "old")
+    assert loaded.config.output_scale == "std" and loaded.config.gamma_param == "linear"
+    for k, v in editor(params).items():
+        torch.testing.assert_close(loaded(params)[k], v)
 
 
 def test_mlp_editor_is_not_equivariant(float64) -> None:
