@@ -26,7 +26,7 @@ from editing.data import load_digits_inrs
 from editing.edits import EDITS
 from editing.exact_edits import invert_params
 from editing.inr import Params, render
-from editing.results import REFERENCE
+from editing.results import REFERENCE, save_figure
 from editing.shipped import available_editors, load_editor
 
 __all__ = ["DEFAULT_TABLE", "edit_and_score", "main", "plot_edits"]
@@ -89,12 +89,7 @@ def plot_edits(scores: Mapping[str, Mapping[str, Any]], path: Path | str, n: int
                 ax.set_yticks([])
             label = {"original": f"{name}\nINR", "target": "target", "edited": "edited"}[key]
             axes[3 * e + r, 0].set_ylabel(label, fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def _sweep_table(path: Path) -> dict[str, dict[str, float]]:

@@ -38,7 +38,6 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
-from torch_geometric.data import Data
 
 from editing.baselines import FlatMLPMetanet, NoEditMetanet
 from editing.inr import DEFAULT_W0, DEFAULT_WIDTHS, SIREN, param_shapes
@@ -124,16 +123,16 @@ class EditorConfig:
 class GMNMetanet(nn.Module):
     """A :class:`graphs.GMN` applied to a batch of same-architecture SIRENs in one call.
 
-    The batched graph structure (``edge_index`` offset per INR, repeated node / edge
-    features) is built once per ``(batch size, device)`` and cached; each call only writes
-    the parameter values into ``edge_attr`` (the first ``num_params`` edges of every graph are
-    its parameters, in ``param_names`` order). This is faster than ``torch.func.vmap`` over
-    ``gmn(pg, params)`` or re-batching ``Data`` objects with ``batch_graphs`` every step.
+    The batch runs as one stacked graph (:meth:`graphs.ParameterGraph.encode_stacked`: the
+    repeated structure is built once per ``(batch size, device)`` and cached, each call only
+    writes the parameter values): faster than ``torch.func.vmap`` over ``gmn(pg, params)`` or
+    re-batching ``Data`` objects with ``batch_graphs`` every step.
 
     Args:
         widths: SIREN widths.
         hidden: GMN width.
         layers: GMN blocks.
+        skip: add the per-tensor affine term ``a_t x_t + c_t`` (see ``EditorConfig.gmn_skip``).
     """
 
     def __init__(
@@ -146,43 +145,10 @@ class GMNMetanet(nn.Module):
         # per-tensor linear term a_t x_t + c_t (see EditorConfig.gmn_skip); zero-initialised
         self.skip = nn.Parameter(torch.zeros(n)) if skip else None
         self.shift = nn.Parameter(torch.zeros(n)) if skip else None
-        self._structure: dict[tuple[int, str], Data] = {}
-
-    def _batched_structure(self, batch: int, device: torch.device) -> Data:
-        key = (batch, str(device))
-        if key not in self._structure:
-            pg = self.pg
-            n, e = pg.num_nodes, pg.num_edges
-            offsets = torch.arange(batch).repeat_interleave(e) * n  # [B * E]
-            self._structure[key] = Data(
-                edge_index=(pg.edge_index.repeat(1, batch) + offsets).to(device),
-                node_feat=pg.node_feat.repeat(batch, 1).to(device),
-                edge_feat=pg.edge_feat.repeat(batch, 1).to(device),
-                batch=torch.arange(batch).repeat_interleave(n).to(device),
-                num_nodes=batch * n,
-            )
-        return self._structure[key]
 
     def forward(self, params: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """Batched params (``[B, *shape]`` each) -> per-parameter GMN outputs, same shapes."""
-        pg = self.pg
-        first = params[pg.param_names[0]]
-        batch = first.shape[0]
-        flat = torch.cat([params[k].reshape(batch, -1) for k in pg.param_names], dim=1)  # [B, P]
-        pad = pg.num_edges - pg.num_params
-        if pad:
-            flat = torch.cat([flat, flat.new_zeros(batch, pad)], dim=1)  # [B, E]
-        s = self._batched_structure(batch, first.device)
-        data = Data(
-            edge_attr=flat.reshape(-1, 1), edge_index=s.edge_index, node_feat=s.node_feat,
-            edge_feat=s.edge_feat, batch=s.batch, num_nodes=s.num_nodes,
-        )  # fmt: skip
-        edge = self.gmn.forward_data(data).edge.reshape(batch, pg.num_edges)[:, : pg.num_params]
-        pieces = edge.split(pg.param_numels, dim=1)
-        out = {
-            k: p.reshape(batch, *s)
-            for k, s, p in zip(pg.param_names, pg.param_shapes, pieces, strict=True)
-        }
+        out = self.gmn(self.pg, {k: params[k] for k in self.pg.param_names})
         if self.skip is not None and self.shift is not None:
             out = {
                 k: v + self.skip[i] * params[k] + self.shift[i]

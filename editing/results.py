@@ -167,6 +167,13 @@ def plot_curves(results: dict[str, Any], path: Path | str) -> Path:
             ax.axhline(ref, color="k", ls=":", lw=1, label="NFN-NP (reference, test)")
         ax.set(title=edit, xlabel="step", ylabel="val pixel MSE", yscale="log")
         ax.legend(fontsize=6)
+    return save_figure(fig, path)
+
+
+def save_figure(fig, path: Path | str) -> Path:
+    """``tight_layout``, save as PNG at ``path`` (folders created), close; returns the path."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

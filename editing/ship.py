@@ -30,18 +30,6 @@ def _pick_run(folder: Path | Sequence[Path], seed: str) -> Path | None:
     return min(logs, key=lambda p: json.loads(p.read_text())["best_val_mse"]).parent
 
 
-def _pick_run(folder: Path | Sequence[Path], seed: str) -> Path | None:
-    """``folder/seed<seed>``, or for ``seed == "best"`` the finished run of lowest validation
-    MSE among ``folder/seed*`` (over several folders when a sequence is given)."""
-    folders = [Path(folder)] if isinstance(folder, (str, Path)) else [Path(f) for f in folder]
-    if seed != "best":
-        return folders[0] / f"seed{int(seed)}"
-    logs = sorted(log for f in folders for log in f.glob("seed*/log.json"))
-    if not logs:
-        return None
-    return min(logs, key=lambda p: json.loads(p.read_text())["best_val_mse"]).parent
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(
         prog="python -m editing.ship",
