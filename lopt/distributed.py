@@ -74,7 +74,10 @@ class Group:
 
         Every rank must call it at the same point with its own ``failure`` (``None`` when
         fine). The error names the failing ranks and, on those ranks, chains the cause.
+        A single process has no one to tell: its own exception propagates unchanged.
         """
+        if not self.distributed and isinstance(failure, BaseException):
+            raise failure
         flags = torch.zeros(self.world, dtype=torch.float64, device=self.device)
         flags[self.rank] = 0.0 if failure is None else 1.0
         self.all_reduce_sum(flags)

@@ -413,13 +413,15 @@ def _meta_train(cfg: MetaTrainConfig, group: Group, progress: bool) -> LearnedOp
         if group.is_main:
             atomic_write_json(folder / "config.json", asdict(cfg))
     saved_at = start
+    num_meta = sum(v.numel() for v in net_params.values()) + len(lopt.scales)
     t0 = time.time() - (log[-1]["elapsed_s"] if log else 0.0)
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="meta-train",
                disable=not (progress and group.is_main))  # fmt: skip
     for step in bar:
         meta = {"net": {k: v.detach() for k, v in net_params.items()},
                 "scales": {k: v.detach() for k, v in lopt.scales.items()}}  # fmt: skip
-        local, loss_sum, failure = torch.zeros_like(_flat(meta)), 0.0, None
+        local = torch.zeros(num_meta, dtype=lopt.scales["log_alpha"].dtype, device=device)
+        loss_sum, failure = 0.0, None
         try:
             for slot, run in runs.items():
                 length = min(cfg.truncation, run.horizon - run.step)
@@ -434,7 +436,8 @@ def _meta_train(cfg: MetaTrainConfig, group: Group, progress: bool) -> LearnedOp
                 loss_sum += float(loss)
                 local += _flat(grads)
                 run.params, run.state, run.step = p, s, run.step + length
-                diverged = not all(bool(torch.isfinite(v).all()) for v in p.values())
+                finite = torch.stack([torch.isfinite(v).all() for v in p.values()])
+                diverged = not bool(finite.all())
                 if run.step >= run.horizon or diverged:
                     resets[slot] += 1
                     runs[slot] = _new_run(cfg, source, ucfg, slot, resets[slot], device)

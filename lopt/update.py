@@ -142,7 +142,7 @@ def learned_update(
     direction = {
         n: (momenta[0][n] / corr1) / ((second[n] / corr2 + 1e-30).sqrt() + cfg.eps) for n in names
     }
-    stacked = 0 if graph is None or graph.batch_size_of(params) is None else 1
+    stacked = 0 if graph.batch_size_of(params) is None else 1
     feats = tensor_features(
         params, grads, momenta, second, direction, step_features(step, cfg.step_taus), stacked
     )

@@ -67,3 +67,16 @@ def test_variants_run(tmp_path, extra):
         assert cfg["net"]["hidden"] == GMNOptimizer(torch.nn.Linear(2, 2)).learned.net.config.hidden
     if "log" in extra:
         assert float((tmp_path / "log.csv").read_text().splitlines()[1].split(",")[1]) < 0
+
+
+def test_single_process_failure_propagates_unchanged(tmp_path, monkeypatch):
+    import lopt.meta_train as mt
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("boom in the inner task")
+
+    monkeypatch.setattr(mt, "tbptt_estimate", boom)
+    with pytest.raises(RuntimeError, match="boom in the inner task") as err:
+        main([*TINY, "--steps", "2", "--out", str(tmp_path)])
+    assert type(err.value) is RuntimeError  # the user's own error, not a group wrapper
+    assert not (tmp_path / "lopt.safetensors").exists()  # nothing half-written
