@@ -21,15 +21,19 @@ __all__ = ["Curve", "make_optimizer", "test_loss", "train_curve"]
 
 
 def make_optimizer(kind: str, model: nn.Module, lr: float = 1.0,
-                   checkpoint: str | None = None) -> torch.optim.Optimizer:  # fmt: skip
-    """``"adam"``, ``"sgdm"`` or ``"learned"`` (a :class:`GMNOptimizer`, ``lr`` its multiplier)."""
+                   checkpoint: str | None = None,
+                   weight_decay: float = 0.0) -> torch.optim.Optimizer:  # fmt: skip
+    """``"adam"``, ``"adamw"`` (decoupled ``weight_decay``), ``"sgdm"`` or ``"learned"`` (a
+    :class:`GMNOptimizer`, ``lr`` its multiplier)."""
     if kind == "adam":
         return torch.optim.Adam(model.parameters(), lr=lr)
+    if kind == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     if kind == "sgdm":
         return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
     if kind == "learned":
         return GMNOptimizer(model, checkpoint=checkpoint, lr=lr)
-    raise ValueError(f"unknown optimizer kind {kind!r}; use 'adam', 'sgdm' or 'learned'")
+    raise ValueError(f"unknown optimizer kind {kind!r}; use 'adam', 'adamw', 'sgdm' or 'learned'")
 
 
 @torch.no_grad()
@@ -63,10 +67,10 @@ class Curve:
 
 def train_curve(task: Task, kind: str, lr: float, seed: int, steps: int, eval_every: int = 25,
                 checkpoint: str | None = None, device: torch.device | str = "cpu",
-                ) -> Curve:  # fmt: skip
+                weight_decay: float = 0.0) -> Curve:  # fmt: skip
     """Train ``task.make_model(seed)`` on ``task.batch(t, seed)`` for ``steps`` steps."""
     model = task.make_model(seed).to(device)
-    opt = make_optimizer(kind, model, lr, checkpoint)
+    opt = make_optimizer(kind, model, lr, checkpoint, weight_decay)
     curve = Curve()
     curve.steps.append(0)
     curve.test_loss.append(test_loss(task, model, device))

@@ -4,6 +4,9 @@
 
 * Adam and SGD-momentum (0.9), each at every learning rate of a log grid; the rate with the
   lowest mean (over ``--tune-seeds``) best test loss is kept and re-run on all ``--seeds``;
+* optionally (``--adamw-wds``) AdamW tuned over the Adam learning-rate grid times those
+  decoupled weight decays: not one of the targets' baselines, but the fair comparison for a
+  learned optimizer whose rule includes a (meta-learned) weight decay;
 * every learned optimizer of ``--learned NAME=CHECKPOINT`` (default: the shipped GMN), at
   its learning-rate multiplier 1 (no tuning),
 
@@ -56,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Adam learning rates (default: 10 log-spaced in 1e-4..3e-2, plus 3.5e-3)")
     p.add_argument("--sgdm-grid", type=float, nargs="+", default=log_grid(1e-3, 3e-1, 10),
                    help="SGD-momentum learning rates (default: 10 log-spaced in 1e-3..3e-1)")
+    p.add_argument("--adamw-wds", type=float, nargs="*", default=[],
+                   help="also tune AdamW over --adam-grid x these weight decays (default: none)")
     p.add_argument("--learned", nargs="*", default=["gmn=shipped"],
                    help="learned optimizers as NAME=CHECKPOINT (CHECKPOINT 'shipped' = the "
                         "shipped weights, else a meta_train --out folder); default gmn=shipped")
@@ -109,17 +114,23 @@ def summarize(runs: dict[str, list[Curve]]) -> dict:
     return out
 
 
-def tune(task, kind: str, grid: list[float], args, bar) -> tuple[float, dict[float, float]]:
-    """The grid learning rate with the lowest mean best test loss over the tuning seeds."""
+def tune(task, kind: str, grid: list, args, bar) -> tuple:
+    """The grid point (a learning rate, or ``(lr, weight_decay)`` for AdamW) with the lowest
+    mean best test loss over the tuning seeds."""
     scores = {}
-    for lr in grid:
+    for point in grid:
+        lr, wd = point if isinstance(point, tuple) else (point, 0.0)
         bests = []
         for seed in range(args.tune_seeds):
             bests.append(train_curve(task, kind, lr, seed, args.steps, args.eval_every,
-                                     device=args.device).best)  # fmt: skip
+                                     device=args.device, weight_decay=wd).best)  # fmt: skip
             bar.update(1)
-        scores[lr] = sum(bests) / len(bests)
+        scores[point] = sum(bests) / len(bests)
     return min(scores, key=scores.get), scores
+
+
+def _key(point) -> str:
+    return f"{point[0]:.6g},wd={point[1]:g}" if isinstance(point, tuple) else f"{point:.6g}"
 
 
 def plot(results: dict, path: Path) -> None:
@@ -135,7 +146,8 @@ def plot(results: dict, path: Path) -> None:
     for ax, task in zip(axes.flat, tasks):
         for name, r in results[task]["curves"].items():
             steps, loss = _mean_curve([Curve(**c) for c in r["runs"]])
-            ax.plot(steps, loss, label=f"{name} (lr {r['lr']:.3g})")
+            wd = f", wd {r['weight_decay']:g}" if r.get("weight_decay") else ""
+            ax.plot(steps, loss, label=f"{name} (lr {r['lr']:.3g}{wd})")
         ax.axhline(results[task]["summary"]["adam_target_loss"], color="k", lw=0.6, ls=":")
         ax.set_yscale("log")
         ax.set_title(task)
@@ -155,8 +167,11 @@ def main(argv: list[str] | None = None) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     learned = dict(item.split("=", 1) for item in args.learned)
-    total = len(args.tasks) * ((len(args.adam_grid) + len(args.sgdm_grid)) * args.tune_seeds
-                               + (2 + len(learned)) * args.seeds)  # fmt: skip
+    baselines = [("adam", args.adam_grid), ("sgdm", args.sgdm_grid)]
+    if args.adamw_wds:
+        baselines.append(("adamw", [(lr, wd) for lr in args.adam_grid for wd in args.adamw_wds]))
+    total = len(args.tasks) * (sum(len(g) for _, g in baselines) * args.tune_seeds
+                               + (len(baselines) + len(learned)) * args.seeds)  # fmt: skip
     bar = tqdm(total=total, desc="benchmark")
     results: dict = {}
     t_start = time.time()
@@ -164,13 +179,16 @@ def main(argv: list[str] | None = None) -> dict:
         task = get_task(name)
         runs: dict[str, list[Curve]] = {}
         lrs, grids = {}, {}
-        for kind, grid in (("adam", args.adam_grid), ("sgdm", args.sgdm_grid)):
-            lrs[kind], grids[kind] = tune(task, kind, grid, args, bar)
-        for kind in ("adam", "sgdm"):
+        wds = {}
+        for kind, grid in baselines:
+            best, grids[kind] = tune(task, kind, grid, args, bar)
+            lrs[kind], wds[kind] = best if isinstance(best, tuple) else (best, 0.0)
+        for kind, _ in baselines:
             runs[kind] = []
             for seed in range(args.seeds):
                 runs[kind].append(train_curve(task, kind, lrs[kind], seed, args.steps,
-                                              args.eval_every, device=args.device))  # fmt: skip
+                                              args.eval_every, device=args.device,
+                                              weight_decay=wds[kind]))  # fmt: skip
                 bar.update(1)
         for lname, ckpt in learned.items():
             lrs[lname] = 1.0
@@ -182,8 +200,9 @@ def main(argv: list[str] | None = None) -> dict:
                 bar.update(1)
         results[name] = {
             "summary": summarize(runs),
-            "tuning": {k: {f"{lr:.6g}": s for lr, s in g.items()} for k, g in grids.items()},
-            "curves": {k: {"lr": lrs[k], "runs": [asdict(c) for c in v]} for k, v in runs.items()},
+            "tuning": {k: {_key(p): s for p, s in g.items()} for k, g in grids.items()},
+            "curves": {k: {"lr": lrs[k], "weight_decay": wds.get(k, 0.0),
+                           "runs": [asdict(c) for c in v]} for k, v in runs.items()},
         }
         payload = {"config": vars(args), "results": results, "wall_s": time.time() - t_start}
         (out / "benchmark.json").write_text(json.dumps(payload, indent=1))

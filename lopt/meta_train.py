@@ -36,7 +36,7 @@ import math
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import torch
@@ -53,7 +53,7 @@ from lopt.checkpoint import (
 from lopt.distributed import Group, GroupError, init_group
 from lopt.estimators import es_estimate, tbptt_estimate
 from lopt.unroll import InnerRun, new_inner_run
-from lopt.update import UpdateConfig
+from lopt.update import UpdateConfig, init_scales
 from tasks import FAMILIES, TASKS, get_family, get_task
 from tasks.base import Task, mix_seed
 
@@ -77,6 +77,7 @@ class MetaTrainConfig:
     layers: int = 2
     seed: int = 0
     objective: str = "valid"
+    valid_split: str = "resample"
     meta_loss: str = "linear"
     init: str = ""
     estimator: str = "tbptt"
@@ -86,6 +87,7 @@ class MetaTrainConfig:
     es_sigma: float = 0.01
     es_pairs: int = 4
     alpha_init: float = 3.5e-3
+    weight_decay_init: float = 0.0
     save_every: int = 10
     nonfinite: str = "error"
     device: str = "cpu"
@@ -112,6 +114,9 @@ HELP = {
     "layers": "net depth (GMN message-passing blocks / MLP hidden layers)",
     "seed": "seed of the net init, inner runs and ES noise",
     "objective": "meta-objective: 'valid' (held-out batches) or 'train' (training batches)",
+    "valid_split": "'resample': every inner run holds out its own random part of the task's "
+    "train set as the valid split (the learned optimizer cannot fit one fixed validation set; "
+    "the test set is never used) or 'fixed': the task's own valid split",
     "meta_loss": "'linear' (mean normalised clipped loss) or 'log' (mean of its logarithm: "
     "late, small improvements weigh as much as early, large ones)",
     "init": "start from a learned-optimizer checkpoint ('shipped' or a --out folder) instead "
@@ -119,11 +124,14 @@ HELP = {
     "estimator": "meta-gradient estimator: 'tbptt' (truncated backprop) or 'es' "
     "(antithetic evolution strategies)",
     "outer_lr": "outer Adam learning rate for the net",
-    "scale_lr": "outer Adam learning rate for the log-scales alpha, beta_dir, beta_scale",
+    "scale_lr": "outer Adam learning rate for the log-scales alpha, beta_dir, beta_scale "
+    "(and omega)",
     "grad_clip": "global norm clip of the meta-gradient",
     "es_sigma": "ES perturbation scale",
     "es_pairs": "ES antithetic pairs per inner run",
     "alpha_init": "initial step size alpha (the untrained optimizer is Adam with this lr)",
+    "weight_decay_init": "initial learned decoupled weight decay omega (AdamW's, relative to "
+    "alpha); 0 = no learned weight decay",
     "save_every": "outer steps between checkpoints",
     "nonfinite": "on a non-finite meta-gradient: 'error' (stop every rank with a clear error; "
     "the last checkpoint stays intact) or 'skip' (no outer update that step)",
@@ -146,7 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
         kind = {"int": int, "float": float, "str": str}[f.type]
         choices = {"model": ["gmn", "mlp"], "objective": ["valid", "train"],
                    "estimator": ["tbptt", "es"], "meta_loss": ["linear", "log"],
-                   "nonfinite": ["error", "skip"]}.get(f.name)  # fmt: skip
+                   "nonfinite": ["error", "skip"],
+                   "valid_split": ["resample", "fixed"]}.get(f.name)  # fmt: skip
         parser.add_argument(flag, type=kind, default=f.default, choices=choices,
                             help=f"{HELP[f.name]} (default: {f.default})")  # fmt: skip
     return parser
@@ -154,14 +163,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 # ---------------------------------------------------------------------------- inner runs
 class _TaskSource:
-    """Tasks by run seed: one fixed task, or samples of a family."""
+    """Tasks by run seed: one fixed task, or samples of a family; with ``resample`` each run's
+    train set is re-partitioned into train / valid by its seed (:meth:`Task.resplit`)."""
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, resample: bool = False):
         self.fixed = get_task(name) if name in TASKS else None
         self.family = None if self.fixed is not None else get_family(name)
+        self.resample = resample
 
     def task(self, seed: int) -> Task:
-        return self.fixed if self.fixed is not None else self.family.sample(seed)
+        task = self.fixed if self.fixed is not None else self.family.sample(seed)
+        return task.resplit(mix_seed(seed, 3) % (2**31)) if self.resample else task
 
 
 def member_seeds(cfg: MetaTrainConfig, slot: int, resets: int) -> list[int]:
@@ -255,7 +267,7 @@ def _slot_tensors(tensors: dict[str, torch.Tensor], slot: int, info: dict) -> di
 
 
 LOG_FIELDS = ["outer_step", "meta_loss", "grad_norm", "alpha", "beta_dir", "beta_scale",
-              "elapsed_s", "peak_mem_mb"]  # fmt: skip
+              "weight_decay", "elapsed_s", "peak_mem_mb"]  # fmt: skip
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -367,7 +379,7 @@ def _meta_train(cfg: MetaTrainConfig, group: Group, progress: bool) -> LearnedOp
     device = group.device
     folder = Path(cfg.out)
     my_slots = group.slots(cfg.tasks_per_step)
-    source = _TaskSource(cfg.task)
+    source = _TaskSource(cfg.task, cfg.valid_split == "resample")
     resuming = cfg.resume and (folder / "train_state.json").exists()
     resuming = bool(group.broadcast_object(resuming))  # rank 0's folder decides
     if group.is_main:
@@ -378,9 +390,14 @@ def _meta_train(cfg: MetaTrainConfig, group: Group, progress: bool) -> LearnedOp
         ucfg = lopt.update
     elif cfg.init:
         lopt = load_learned_optimizer(None if cfg.init == "shipped" else cfg.init, device=device)
+        if cfg.weight_decay_init > 0 and "log_weight_decay" not in lopt.scales:
+            # add a learned weight decay to a checkpoint that has none
+            lopt.update = replace(lopt.update, weight_decay_init=cfg.weight_decay_init)
+            wd = init_scales(lopt.update)["log_weight_decay"]
+            lopt.scales["log_weight_decay"] = wd.to(lopt.scales["log_alpha"])
         ucfg = lopt.update
     else:
-        ucfg = UpdateConfig(alpha_init=cfg.alpha_init)
+        ucfg = UpdateConfig(alpha_init=cfg.alpha_init, weight_decay_init=cfg.weight_decay_init)
         lopt = LearnedOptimizer.fresh(cfg.model, cfg.hidden, cfg.layers, ucfg, cfg.seed)
         lopt.net.to(device)
         lopt.scales = {k: v.to(device) for k, v in lopt.scales.items()}
@@ -478,6 +495,8 @@ def _meta_train(cfg: MetaTrainConfig, group: Group, progress: bool) -> LearnedOp
                "alpha": sc["log_alpha"], "beta_dir": sc["log_beta_dir"],
                "beta_scale": sc["log_beta_scale"], "elapsed_s": time.time() - t0,
                "peak_mem_mb": float(flags[1].max())}  # fmt: skip
+        if "log_weight_decay" in sc:
+            row["weight_decay"] = sc["log_weight_decay"]
         log.append(row)
         bar.set_postfix(meta_loss=f"{row['meta_loss']:.4f}", alpha=f"{sc['log_alpha']:.2e}")
         if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:

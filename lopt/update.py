@@ -11,13 +11,16 @@ With gradient :math:`g` and step :math:`t \leftarrow t + 1`, per parameter tenso
         \qquad\text{(Adam's direction)} \\
     (o_d, o_s) &= \mathrm{Net}(\text{features}(p, g, m, v, d, t)) \\
     u &= \alpha\, e^{\beta_s \tanh o_s} \bigl(d + \beta_d \tanh o_d\bigr) \\
-    p &\leftarrow p - \eta\, u - \eta\, \alpha\, \lambda\, p
+    p &\leftarrow p - \eta\, u - \eta\, \alpha\, (\lambda + \omega)\, p
 
 where the net is a GMN over the parameter graph (or a per-parameter MLP), :math:`\eta` the
-learning-rate multiplier (``param_group["lr"]``, 1 by default), :math:`\lambda` the decoupled
-weight decay, and :math:`\alpha, \beta_d, \beta_s` meta-learned scalars stored as logarithms.
-A fresh net outputs zeros, so an untrained learned optimizer *is* Adam with step size
-:math:`\alpha` (initialised to 3.5e-3, the tuned Adam rate of the reference task). The net
+learning-rate multiplier (``param_group["lr"]``, 1 by default), :math:`\lambda` the user's
+decoupled weight decay, and :math:`\alpha, \beta_d, \beta_s` (and, when
+``weight_decay_init > 0``, a learned decoupled weight decay :math:`\omega`, else
+:math:`\omega = 0`) meta-learned scalars stored as logarithms.
+A fresh net outputs zeros, so an untrained learned optimizer *is* Adam (AdamW with decay
+:math:`\omega` when it is learned) with step size :math:`\alpha` (initialised to 3.5e-3, the
+tuned Adam rate of the reference task). The net
 can only correct the direction by at most :math:`\beta_d` per entry and scale the step by a
 factor in :math:`[e^{-\beta_s}, e^{\beta_s}]`: the update magnitude stays bounded.
 """
@@ -50,6 +53,9 @@ class UpdateConfig:
         eps: Adam's :math:`\\epsilon`.
         step_taus: time scales of the step features :math:`\\tanh(t/\\tau - 1)`.
         alpha_init, beta_dir_init, beta_scale_init: initial :math:`\\alpha, \\beta_d, \\beta_s`.
+        weight_decay_init: initial learned decoupled weight decay :math:`\\omega` (relative
+            to :math:`\\alpha`, as AdamW's); 0 (the default, and what checkpoints from before
+            it existed load as) = no learned weight decay.
     """
 
     momentum_decays: tuple[float, ...] = (0.9, 0.99, 0.999)
@@ -59,6 +65,11 @@ class UpdateConfig:
     alpha_init: float = 3.5e-3
     beta_dir_init: float = 0.1
     beta_scale_init: float = 1.0
+    weight_decay_init: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.weight_decay_init < 0:
+            raise ValueError(f"weight_decay_init must be >= 0, got {self.weight_decay_init}")
 
     @property
     def in_channels(self) -> int:
@@ -80,12 +91,16 @@ class UpdateConfig:
 
 
 def init_scales(cfg: UpdateConfig, dtype: torch.dtype = torch.float32) -> dict[str, Tensor]:
-    """The meta-learned scalars ``{"log_alpha", "log_beta_dir", "log_beta_scale"}``, each ``[]``."""
-    return {
+    """The meta-learned scalars, each ``[]``: ``{"log_alpha", "log_beta_dir", "log_beta_scale"}``
+    and ``"log_weight_decay"`` when ``cfg.weight_decay_init > 0``."""
+    scales = {
         "log_alpha": torch.tensor(math.log(cfg.alpha_init), dtype=dtype),
         "log_beta_dir": torch.tensor(math.log(cfg.beta_dir_init), dtype=dtype),
         "log_beta_scale": torch.tensor(math.log(cfg.beta_scale_init), dtype=dtype),
     }
+    if cfg.weight_decay_init > 0:
+        scales["log_weight_decay"] = torch.tensor(math.log(cfg.weight_decay_init), dtype=dtype)
+    return scales
 
 
 def init_state(params: Mapping[str, Tensor], cfg: UpdateConfig) -> State:
@@ -152,6 +167,7 @@ def learned_update(
     alpha = scales["log_alpha"].exp()
     beta_dir = scales["log_beta_dir"].exp()
     beta_scale = scales["log_beta_scale"].exp()
+    omega = scales["log_weight_decay"].exp() if "log_weight_decay" in scales else None
     new_params = {}
     for n in names:
         o = out[n]
@@ -160,6 +176,8 @@ def learned_update(
         )
         eta = lr[n] if isinstance(lr, Mapping) else lr
         lam = weight_decay[n] if isinstance(weight_decay, Mapping) else weight_decay
+        if omega is not None:
+            lam = lam + omega
         new = params[n] - eta * u
         if not (isinstance(lam, (int, float)) and lam == 0):
             new = new - eta * alpha * lam * params[n]

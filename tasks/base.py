@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import torch
@@ -86,6 +86,10 @@ class Task(ABC):
     def loss_clip(self) -> float:
         """Upper clip for meta-losses (``1.5 ln C`` for classification)."""
 
+    def resplit(self, seed: int) -> Task:
+        """This task with its train set re-partitioned into train / valid by ``seed``."""
+        raise NotImplementedError(f"{type(self).__name__} cannot re-partition its train set")
+
     def accuracy(self, outputs: Tensor, targets: Tensor) -> Tensor:
         """Fraction of correct argmax predictions (classification tasks only); scalar."""
         if self.num_classes is None:
@@ -106,6 +110,9 @@ class SupervisedTask(Task):
         valid_fraction: tail fraction of the train set held out for ``split="valid"``;
             ``0`` makes ``"valid"`` batches come from the whole train set (fitting tasks).
         regression_loss_clip: ``loss_clip`` for regression tasks.
+        split_seed: ``None`` keeps the train set's order (``"valid"`` = its tail); a seed
+            first shuffles the train set with it, so ``"train"`` / ``"valid"`` are a random
+            partition of it (see :meth:`resplit`). The test set is never touched.
     """
 
     name: str
@@ -115,6 +122,7 @@ class SupervisedTask(Task):
     num_classes: int | None = 10
     valid_fraction: float = 0.2
     regression_loss_clip: float = 1.0
+    split_seed: int | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.valid_fraction < 1.0:
@@ -128,16 +136,28 @@ class SupervisedTask(Task):
         """The task's dataset (cached by the loader)."""
         return self.data_fn()
 
+    def resplit(self, seed: int) -> SupervisedTask:
+        """This task with its train set re-partitioned into ``"train"`` / ``"valid"`` by ``seed``.
+
+        Meta-training uses it so that every inner run holds out its own validation examples
+        and a learned optimizer cannot fit one fixed validation set.
+        """
+        return replace(self, split_seed=int(seed))
+
     def _pool(self, split: Split) -> tuple[Tensor, Tensor]:
         data = self.data()
-        n = data.x_train.shape[0]
+        x, y = data.x_train, data.y_train
+        n = x.shape[0]
+        if self.split_seed is not None:
+            perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.split_seed))
+            x, y = x[perm], y[perm]
         n_valid = int(round(n * self.valid_fraction))
         if split == "train":
             stop = n - n_valid
-            return data.x_train[:stop], data.y_train[:stop]
+            return x[:stop], y[:stop]
         if split == "valid":
             start = n - n_valid if n_valid > 0 else 0
-            return data.x_train[start:], data.y_train[start:]
+            return x[start:], y[start:]
         raise ValueError(f"unknown split {split!r}; use 'train' or 'valid'")
 
     def batch(self, step: int, seed: int, split: Split = "train") -> tuple[Tensor, Tensor]:

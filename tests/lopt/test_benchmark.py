@@ -20,10 +20,12 @@ def test_summary_step_reduction():
 def test_benchmark_and_demo_cli_smoke(tmp_path):
     benchmark.main(["--tasks", "digits_mlp32", "--steps", "6", "--seeds", "1", "--tune-seeds",
                     "1", "--eval-every", "3", "--adam-grid", "1e-3", "3e-3", "--sgdm-grid",
-                    "0.03", "--out", str(tmp_path / "b")])  # fmt: skip
+                    "0.03", "--adamw-wds", "0.1", "1", "--out", str(tmp_path / "b")])  # fmt: skip
     data = json.loads((tmp_path / "b" / "benchmark.json").read_text())
-    summary = data["results"]["digits_mlp32"]["summary"]
-    assert set(summary) >= {"adam", "sgdm", "gmn", "adam_target_loss"}
+    result = data["results"]["digits_mlp32"]
+    assert set(result["summary"]) >= {"adam", "sgdm", "adamw", "gmn", "adam_target_loss"}
+    assert len(result["tuning"]["adamw"]) == 4  # 2 lrs x 2 weight decays
+    assert result["curves"]["adamw"]["weight_decay"] in (0.1, 1.0)
     assert (tmp_path / "b" / "curves.png").exists()
     out = demo.main(["--steps", "4", "--eval-every", "2", "--out", str(tmp_path / "d")])
     assert len(out["summary"]) == 2 and (tmp_path / "d" / "curves.png").exists()

@@ -58,6 +58,8 @@ def test_resume_continues_exactly(tmp_path):
     ["--model", "mlp"],
     ["--task", "digits_mlp_family", "--objective", "train", "--population", "2"],
     ["--meta-loss", "log", "--init", "shipped"],
+    ["--init", "shipped", "--valid-split", "fixed"],
+    ["--weight-decay-init", "0.01"],
 ])  # fmt: skip
 def test_variants_run(tmp_path, extra):
     main([*TINY, "--steps", "1", "--out", str(tmp_path), *extra])
@@ -65,8 +67,36 @@ def test_variants_run(tmp_path, extra):
     assert cfg["outer_step"] == 1
     if "--init" in extra:  # fine-tuning the shipped optimizer keeps its architecture
         assert cfg["net"]["hidden"] == GMNOptimizer(torch.nn.Linear(2, 2)).learned.net.config.hidden
+    if "--weight-decay-init" in extra:  # a learned weight decay
+        assert cfg["update"]["weight_decay_init"] == 0.01
+        assert "scales.log_weight_decay" in load_file(str(tmp_path / "lopt.safetensors"))
+        assert float((tmp_path / "log.csv").read_text().splitlines()[1].split(",")[6]) > 0
     if "log" in extra:
         assert float((tmp_path / "log.csv").read_text().splitlines()[1].split(",")[1]) < 0
+
+
+def test_init_adds_a_learned_weight_decay_to_a_checkpoint_without_one(tmp_path):
+    main([*TINY, "--steps", "1", "--out", str(tmp_path / "a")])
+    assert "scales.log_weight_decay" not in load_file(str(tmp_path / "a" / "lopt.safetensors"))
+    main([*TINY, "--steps", "1", "--out", str(tmp_path / "b"), "--init", str(tmp_path / "a"),
+          "--weight-decay-init", "0.02"])  # fmt: skip
+    tensors = load_file(str(tmp_path / "b" / "lopt.safetensors"))
+    assert float(tensors["scales.log_weight_decay"].exp()) == pytest.approx(0.02, rel=0.05)
+    # a checkpoint that has one keeps its own value
+    main([*TINY, "--steps", "1", "--out", str(tmp_path / "c"), "--init", str(tmp_path / "b"),
+          "--weight-decay-init", "5"])  # fmt: skip
+    tensors = load_file(str(tmp_path / "c" / "lopt.safetensors"))
+    assert float(tensors["scales.log_weight_decay"].exp()) == pytest.approx(0.02, rel=0.1)
+
+
+def test_resampled_valid_splits_differ_between_runs():
+    import lopt.meta_train as mt
+
+    fixed, resampled = mt._TaskSource("digits_mlp32"), mt._TaskSource("digits_mlp32", True)
+    assert fixed.task(1) is fixed.task(2) and fixed.task(1).split_seed is None
+    a, b = resampled.task(1), resampled.task(2)
+    assert a.split_seed != b.split_seed and a == resampled.task(1)
+    assert not torch.equal(a.batch(0, 0, "valid")[0], b.batch(0, 0, "valid")[0])
 
 
 def test_single_process_failure_propagates_unchanged(tmp_path, monkeypatch):

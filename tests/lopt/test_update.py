@@ -14,6 +14,7 @@ from lopt import (
     init_state,
     learned_update,
 )
+from lopt.checkpoint import load_learned_optimizer, save_learned_optimizer
 from lopt.estimators import es_estimate, tbptt_estimate
 from lopt.unroll import clipped_loss, new_inner_run, unroll
 from tasks import get_task
@@ -33,6 +34,38 @@ def test_fresh_learned_optimizer_is_adam(task):
     train(m1, GMNOptimizer(m1, checkpoint=lo), task, 5)
     train(m2, torch.optim.Adam(m2.parameters(), lr=3.5e-3), task, 5)
     assert max_diff(dict(m1.named_parameters()), dict(m2.named_parameters())) < 1e-10
+
+
+def test_fresh_learned_optimizer_with_learned_weight_decay_is_adamw(task):
+    m1 = task.make_model(0).double()
+    m2 = task.make_model(0).double()
+    lo = LearnedOptimizer.fresh(update=UpdateConfig(alpha_init=3.5e-3, weight_decay_init=0.3))
+    lo.scales = init_scales(lo.update, torch.float64)
+    assert set(lo.scales) == {"log_alpha", "log_beta_dir", "log_beta_scale", "log_weight_decay"}
+    train(m1, GMNOptimizer(m1, checkpoint=lo, weight_decay=0.2), task, 5)
+    # the user's decoupled decay adds to the learned one
+    train(m2, torch.optim.AdamW(m2.parameters(), lr=3.5e-3, weight_decay=0.5), task, 5)
+    assert max_diff(dict(m1.named_parameters()), dict(m2.named_parameters())) < 1e-10
+
+
+def test_learned_weight_decay_is_optional_and_validated():
+    assert "log_weight_decay" not in init_scales(UpdateConfig())
+    with pytest.raises(ValueError, match="weight_decay_init"):
+        UpdateConfig(weight_decay_init=-1.0)
+
+
+def test_learned_weight_decay_round_trips_through_a_checkpoint(task, tmp_path):
+    lo = random_lopt()
+    lo.update = UpdateConfig(alpha_init=1e-2, weight_decay_init=0.05)
+    lo.scales = init_scales(lo.update, torch.float64)
+    save_learned_optimizer(lo, tmp_path)
+    back = load_learned_optimizer(tmp_path)
+    assert back.update.weight_decay_init == 0.05
+    assert math.isclose(float(back.scales["log_weight_decay"].exp()), 0.05, rel_tol=1e-6)
+    m1, m2 = task.make_model(0).double(), task.make_model(0).double()
+    train(m1, GMNOptimizer(m1, checkpoint=lo), task, 3)
+    train(m2, GMNOptimizer(m2, checkpoint=str(tmp_path)), task, 3)
+    assert max_diff(dict(m1.named_parameters()), dict(m2.named_parameters())) < 1e-6
 
 
 def test_randomized_net_changes_the_update(task):

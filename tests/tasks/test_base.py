@@ -108,6 +108,24 @@ def test_train_and_valid_pools_are_disjoint():
     assert minibatch[:, 0].unique().numel() == 10  # drawn without replacement
 
 
+def test_resplit_partitions_the_train_set_by_seed_and_keeps_the_test_set():
+    task = _toy_task(batch_size=None, valid_fraction=0.2)
+    parts = {}
+    for seed in (0, 1):
+        re = task.resplit(seed)
+        x_train, _ = re.batch(0, 0, "train")
+        x_valid, y_valid = re.batch(0, 0, "valid")
+        train, valid = set(x_train[:, 0].tolist()), set(x_valid[:, 0].tolist())
+        assert len(train) == 80 and len(valid) == 20 and train.isdisjoint(valid)
+        assert train | valid == set(range(100))  # a partition of the train set
+        assert torch.equal(y_valid, x_valid[:, 0].long() % 3)  # inputs keep their targets
+        assert torch.equal(re.batch(0, 0, "valid")[0], x_valid)  # deterministic
+        assert all(torch.equal(a, b) for a, b in zip(re.test_data(), task.test_data()))
+        parts[seed] = valid
+    assert parts[0] != parts[1] and parts[0] != set(range(80, 100))
+    assert task.split_seed is None and task.resplit(0) == task.resplit(0)
+
+
 def test_fitting_task_valid_is_train():
     task = get_task("siren_image")
     x_train, y_train = task.batch(0, 0)

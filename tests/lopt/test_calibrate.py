@@ -1,0 +1,60 @@
+import json
+import math
+
+import pytest
+import torch
+
+from lopt import GMNOptimizer
+from lopt.calibrate import calibrate, fold, main
+from tasks import get_task
+from tests.lopt.helpers import max_diff, random_lopt, train
+
+
+@pytest.fixture(scope="module")
+def task():
+    return get_task("digits_mlp32")
+
+
+@pytest.mark.parametrize("learned_wd", [False, True])
+def test_fold_bakes_lr_and_weight_decay_into_the_default(task, learned_wd):
+    lo = random_lopt()
+    if learned_wd:
+        lo.scales["log_weight_decay"] = torch.tensor(math.log(0.05), dtype=torch.float64)
+        lo.update = type(lo.update)(alpha_init=1e-2, weight_decay_init=0.05)
+    folded = fold(lo, 0.6, 0.3)
+    m1, m2 = task.make_model(0).double(), task.make_model(0).double()
+    train(m1, GMNOptimizer(m1, checkpoint=lo, lr=0.6, weight_decay=0.3), task, 4)
+    train(m2, GMNOptimizer(m2, checkpoint=folded), task, 4)
+    assert max_diff(dict(m1.named_parameters()), dict(m2.named_parameters())) < 1e-12
+    assert ("log_weight_decay" in lo.scales) == learned_wd  # the original is untouched
+    with pytest.raises(ValueError, match="lr > 0"):
+        fold(lo, 0.0, 0.1)
+
+
+def test_calibrate_picks_the_lowest_validation_curve(task):
+    lo = random_lopt(dtype=torch.float32, alpha=1e-3)
+    cal, report = calibrate(lo, task, [0.01, 1.0], [0.0], steps=20, runs=1, eval_every=10,
+                            progress=False)  # fmt: skip
+    scores = {g["lr"]: g["score"] for g in report["grid"]}
+    assert report["best"]["lr"] == min(scores, key=scores.get) == 1.0  # lr x0.01 barely moves
+    assert len(report["grid"][0]["mean_valid_curve"]) == 2
+    torch.testing.assert_close(cal.scales["log_alpha"], lo.scales["log_alpha"])
+    with pytest.raises(ValueError, match="at least one"):
+        calibrate(lo, task, [], [0.0], steps=20)
+
+
+def test_cli_writes_a_loadable_checkpoint_and_report(tmp_path, task):
+    from lopt.meta_train import main as meta_main
+
+    meta_main(["--task", "digits_mlp32", "--truncation", "2", "--horizon", "4", "--hidden", "4",
+               "--layers", "1", "--tasks-per-step", "1", "--threads", "1", "--steps", "1",
+               "--out", str(tmp_path / "raw")])  # fmt: skip
+    main(["--checkpoint", str(tmp_path / "raw"), "--out", str(tmp_path / "cal"), "--lrs", "1",
+          "--weight-decays", "0", "0.5", "--steps", "10", "--runs", "1", "--eval-every", "5"])
+    report = json.loads((tmp_path / "cal" / "calibration.json").read_text())
+    assert len(report["grid"]) == 2 and (tmp_path / "cal" / "calibration.png").exists()
+    cfg = json.loads((tmp_path / "cal" / "lopt.json").read_text())
+    assert cfg["calibration"] == report["best"]
+    model = task.make_model(0)
+    losses = train(model, GMNOptimizer(model, checkpoint=tmp_path / "cal"), task, 3)
+    assert all(math.isfinite(v) for v in losses)
