@@ -4,7 +4,8 @@
 meta-trained GMN over the model's parameter graph; ``python -m lopt.meta_train`` meta-trains
 new ones by truncated backpropagation (or evolution strategies) through ``torch.func``
 unrolls — on one process or many (``torchrun``, :mod:`lopt.distributed`), each unrolling
-populations of networks in one batched computation; ``python -m lopt.benchmark`` compares
+populations of networks in one batched computation; ``python -m lopt.calibrate`` tunes the
+learned step size and weight decay on validation data; ``python -m lopt.benchmark`` compares
 learned optimizers with tuned Adam and SGD-momentum, ``python -m lopt.throughput`` measures
 meta-training throughput.
 """

@@ -6,7 +6,15 @@ Each outer step advances ``--tasks-per-step`` inner runs by one truncation of
 (``--estimator es``), clips it and takes an Adam step. Inner runs carry their parameters and
 optimizer state across truncations until a horizon sampled uniformly from
 ``[horizon/2, horizon]`` inner steps, then restart with a new seed (and, for a task family,
-a newly sampled task).
+a newly sampled task). With ``--valid-split resample`` (the default) every run also holds out
+its own random 20 % of the task's train set as the meta-objective's valid split: with one
+fixed valid split a learned optimizer can fit it (measured once on the reference task: a
+GMN fine-tuned on the fixed split reached loss 0.16 on that split but 0.34 on the test
+set, where Adam has 0.10 / 0.12).
+
+Truncated backprop is biased against what pays off only over hundreds of steps, weight
+decay above all; ``python -m lopt.calibrate`` then searches the step-size multiplier and a
+weight decay on validation data and folds them into the checkpoint (:mod:`lopt.calibrate`).
 
 Each task slot is a *population* of ``--population`` networks of one architecture (one
 task, different seeds) trained in one batched computation (:mod:`lopt.unroll`); the
