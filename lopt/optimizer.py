@@ -34,7 +34,7 @@ class GMNOptimizer(torch.optim.Optimizer):
         weight_decay: decoupled decay :math:`\lambda`: ``p <- p - lr * alpha * lambda * p``
             (AdamW-style, scaled by the effective step size ``lr * alpha``), added to the
             checkpoint's own learned weight decay :math:`\omega` if it has one (the shipped
-            one has :math:`\omega = 0.3`, found by :mod:`lopt.calibrate`).
+            one has none: :mod:`lopt.calibrate` found 0 best for it).
 
     Non-finite gradients never reach the weights: the affected tensors (and their state)
     are left unchanged that step, with one warning. Parameters without a gradient are skipped.
