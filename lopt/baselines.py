@@ -1,9 +1,10 @@
-"""Optimizers to compare and the inner-training loop the benchmark and demo share.
+"""Optimizers to compare and the inner-training loop the benchmark, demo and calibration share.
 
-``make_optimizer(kind, model, lr)`` builds ``"adam"``, ``"sgdm"`` (SGD, momentum 0.9) or a
-learned optimizer (``"learned"``, with ``checkpoint``: ``None`` = shipped GMN weights, or a
-``meta_train`` folder — a GMN or per-parameter-MLP checkpoint alike). :func:`train_curve`
-trains one model with one optimizer and records test losses and the optimizer-step time.
+``make_optimizer(kind, model, lr)`` builds ``"adam"``, ``"adamw"``, ``"sgdm"`` (SGD, momentum
+0.9) or a learned optimizer (``"learned"``, with ``checkpoint``: ``None`` = shipped GMN
+weights, a ``meta_train`` folder — a GMN or per-parameter-MLP checkpoint alike — or a
+:class:`~lopt.checkpoint.LearnedOptimizer`). :func:`train_curve` trains one model with one
+optimizer and records test (or other held-out) losses and the optimizer-step time.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from lopt.checkpoint import LearnedOptimizer
 from lopt.optimizer import GMNOptimizer
 from tasks import Task
 
@@ -21,10 +23,10 @@ __all__ = ["Curve", "make_optimizer", "test_loss", "train_curve"]
 
 
 def make_optimizer(kind: str, model: nn.Module, lr: float = 1.0,
-                   checkpoint: str | None = None,
+                   checkpoint: str | LearnedOptimizer | None = None,
                    weight_decay: float = 0.0) -> torch.optim.Optimizer:  # fmt: skip
-    """``"adam"``, ``"adamw"`` (decoupled ``weight_decay``), ``"sgdm"`` or ``"learned"`` (a
-    :class:`GMNOptimizer`, ``lr`` its multiplier)."""
+    """``"adam"``, ``"adamw"``, ``"sgdm"`` or ``"learned"`` (a :class:`GMNOptimizer`, ``lr``
+    its multiplier); ``weight_decay`` is the decoupled decay of AdamW and the learned one."""
     if kind == "adam":
         return torch.optim.Adam(model.parameters(), lr=lr)
     if kind == "adamw":
@@ -32,14 +34,15 @@ def make_optimizer(kind: str, model: nn.Module, lr: float = 1.0,
     if kind == "sgdm":
         return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
     if kind == "learned":
-        return GMNOptimizer(model, checkpoint=checkpoint, lr=lr)
+        return GMNOptimizer(model, checkpoint=checkpoint, lr=lr, weight_decay=weight_decay)
     raise ValueError(f"unknown optimizer kind {kind!r}; use 'adam', 'adamw', 'sgdm' or 'learned'")
 
 
 @torch.no_grad()
-def test_loss(task: Task, model: nn.Module, device: torch.device | str = "cpu") -> float:
-    """Mean loss of ``model`` on the task's full test set (NaN -> inf)."""
-    x, y = task.test_data()
+def test_loss(task: Task, model: nn.Module, device: torch.device | str = "cpu",
+              data: tuple[torch.Tensor, torch.Tensor] | None = None) -> float:  # fmt: skip
+    """Mean loss of ``model`` on the task's full test set, or on ``data`` (NaN -> inf)."""
+    x, y = task.test_data() if data is None else data
     loss = float(task.loss(model(x.to(device)), y.to(device)))
     return loss if loss == loss else float("inf")
 
@@ -66,14 +69,19 @@ class Curve:
 
 
 def train_curve(task: Task, kind: str, lr: float, seed: int, steps: int, eval_every: int = 25,
-                checkpoint: str | None = None, device: torch.device | str = "cpu",
-                weight_decay: float = 0.0) -> Curve:  # fmt: skip
-    """Train ``task.make_model(seed)`` on ``task.batch(t, seed)`` for ``steps`` steps."""
+                checkpoint: str | LearnedOptimizer | None = None,
+                device: torch.device | str = "cpu", weight_decay: float = 0.0,
+                eval_data: tuple[torch.Tensor, torch.Tensor] | None = None) -> Curve:  # fmt: skip
+    """Train ``task.make_model(seed)`` on ``task.batch(t, seed)`` for ``steps`` steps.
+
+    The curve holds the loss on the task's test set, or on ``eval_data`` when given (the
+    calibration's validation examples), every ``eval_every`` steps.
+    """
     model = task.make_model(seed).to(device)
     opt = make_optimizer(kind, model, lr, checkpoint, weight_decay)
     curve = Curve()
     curve.steps.append(0)
-    curve.test_loss.append(test_loss(task, model, device))
+    curve.test_loss.append(test_loss(task, model, device, eval_data))
     step_time = total = 0.0
     for t in range(steps):
         t0 = time.perf_counter()
@@ -88,7 +96,7 @@ def train_curve(task: Task, kind: str, lr: float, seed: int, steps: int, eval_ev
         total += t2 - t0
         if (t + 1) % eval_every == 0 or t + 1 == steps:
             curve.steps.append(t + 1)
-            curve.test_loss.append(test_loss(task, model, device))
+            curve.test_loss.append(test_loss(task, model, device, eval_data))
             if curve.test_loss[-1] == float("inf") and t + 1 < steps:  # diverged: inf after
                 rest = range(t + 1 + eval_every, steps + 1, eval_every)
                 curve.steps += [s for s in rest if s != steps] + [steps]

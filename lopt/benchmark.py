@@ -114,12 +114,13 @@ def summarize(runs: dict[str, list[Curve]]) -> dict:
     return out
 
 
-def tune(task, kind: str, grid: list, args, bar) -> tuple:
-    """The grid point (a learning rate, or ``(lr, weight_decay)`` for AdamW) with the lowest
-    mean best test loss over the tuning seeds."""
+def tune(task, kind: str, grid: list[tuple[float, float]], args,
+         bar) -> tuple[tuple[float, float], dict[tuple[float, float], float]]:  # fmt: skip
+    """The grid point ``(lr, weight_decay)`` with the lowest mean best test loss over the
+    tuning seeds, and every point's score."""
     scores = {}
     for point in grid:
-        lr, wd = point if isinstance(point, tuple) else (point, 0.0)
+        lr, wd = point
         bests = []
         for seed in range(args.tune_seeds):
             bests.append(train_curve(task, kind, lr, seed, args.steps, args.eval_every,
@@ -129,8 +130,8 @@ def tune(task, kind: str, grid: list, args, bar) -> tuple:
     return min(scores, key=scores.get), scores
 
 
-def _key(point) -> str:
-    return f"{point[0]:.6g},wd={point[1]:g}" if isinstance(point, tuple) else f"{point:.6g}"
+def _key(kind: str, point: tuple[float, float]) -> str:
+    return f"{point[0]:.6g},wd={point[1]:g}" if kind == "adamw" else f"{point[0]:.6g}"
 
 
 def plot(results: dict, path: Path) -> None:
@@ -167,7 +168,8 @@ def main(argv: list[str] | None = None) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     learned = dict(item.split("=", 1) for item in args.learned)
-    baselines = [("adam", args.adam_grid), ("sgdm", args.sgdm_grid)]
+    baselines = [("adam", [(lr, 0.0) for lr in args.adam_grid]),
+                 ("sgdm", [(lr, 0.0) for lr in args.sgdm_grid])]  # fmt: skip
     if args.adamw_wds:
         baselines.append(("adamw", [(lr, wd) for lr in args.adam_grid for wd in args.adamw_wds]))
     total = len(args.tasks) * (sum(len(g) for _, g in baselines) * args.tune_seeds
@@ -181,8 +183,7 @@ def main(argv: list[str] | None = None) -> dict:
         lrs, grids = {}, {}
         wds = {}
         for kind, grid in baselines:
-            best, grids[kind] = tune(task, kind, grid, args, bar)
-            lrs[kind], wds[kind] = best if isinstance(best, tuple) else (best, 0.0)
+            (lrs[kind], wds[kind]), grids[kind] = tune(task, kind, grid, args, bar)
         for kind, _ in baselines:
             runs[kind] = []
             for seed in range(args.seeds):
@@ -200,7 +201,7 @@ def main(argv: list[str] | None = None) -> dict:
                 bar.update(1)
         results[name] = {
             "summary": summarize(runs),
-            "tuning": {k: {_key(p): s for p, s in g.items()} for k, g in grids.items()},
+            "tuning": {k: {_key(k, p): s for p, s in g.items()} for k, g in grids.items()},
             "curves": {k: {"lr": lrs[k], "weight_decay": wds.get(k, 0.0),
                            "runs": [asdict(c) for c in v]} for k, v in runs.items()},
         }

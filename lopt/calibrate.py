@@ -28,24 +28,17 @@ import copy
 import json
 import math
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
+from lopt.baselines import train_curve
 from lopt.checkpoint import LearnedOptimizer, load_learned_optimizer, save_learned_optimizer
-from lopt.optimizer import GMNOptimizer
 from tasks import Task, get_task
 from tasks.base import mix_seed
 
 __all__ = ["calibrate", "fold", "main", "valid_curve"]
-
-
-@torch.no_grad()
-def _valid_loss(task: Task, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    loss = float(task.loss(model(x), y))
-    return loss if math.isfinite(loss) else float("inf")
 
 
 def valid_curve(lopt: LearnedOptimizer, task: Task, lr: float, weight_decay: float, run: int,
@@ -54,18 +47,10 @@ def valid_curve(lopt: LearnedOptimizer, task: Task, lr: float, weight_decay: flo
     """Validation losses every ``eval_every`` steps of one run on a resampled split."""
     split = task.resplit(mix_seed(seed, 11, run) % (2**31))
     model_seed = mix_seed(seed, 12, run) % (2**31)
-    model = split.make_model(model_seed).to(device)
-    opt = GMNOptimizer(model, checkpoint=lopt, lr=lr, weight_decay=weight_decay)
-    xv, yv = (t.to(device) for t in split._pool("valid"))
-    curve = []
-    for t in range(steps):
-        x, y = split.batch(t, model_seed)
-        opt.zero_grad(set_to_none=True)
-        split.loss(model(x.to(device)), y.to(device)).backward()
-        opt.step()
-        if (t + 1) % eval_every == 0:
-            curve.append(_valid_loss(split, model, xv, yv))
-    return curve
+    curve = train_curve(split, "learned", lr, model_seed, steps, eval_every, checkpoint=lopt,
+                        device=device, weight_decay=weight_decay,
+                        eval_data=split.pool("valid"))  # fmt: skip
+    return curve.test_loss[1:]  # the first point is before training
 
 
 def fold(lopt: LearnedOptimizer, lr: float, weight_decay: float) -> LearnedOptimizer:
@@ -74,14 +59,9 @@ def fold(lopt: LearnedOptimizer, lr: float, weight_decay: float) -> LearnedOptim
         raise ValueError(f"need lr > 0 and weight_decay >= 0, got {lr}, {weight_decay}")
     out = copy.deepcopy(lopt)
     out.scales["log_alpha"] = out.scales["log_alpha"] + math.log(lr)
-    omega = float(out.scales["log_weight_decay"].exp()) if "log_weight_decay" in out.scales else 0
-    omega += weight_decay
+    omega = out.weight_decay + weight_decay
     if omega > 0:
-        if "log_weight_decay" not in out.scales:
-            out.update = replace(out.update, weight_decay_init=omega)
-        ref = out.scales["log_alpha"]
-        out.scales["log_weight_decay"] = torch.tensor(math.log(omega), dtype=ref.dtype,
-                                                      device=ref.device)  # fmt: skip
+        out.set_weight_decay(omega)
     return out
 
 
@@ -97,6 +77,8 @@ def calibrate(lopt: LearnedOptimizer, task: Task, lrs: list[float], weight_decay
     """
     if not lrs or not weight_decays:
         raise ValueError("calibration needs at least one lr and one weight decay")
+    if min(lrs) <= 0 or min(weight_decays) < 0:
+        raise ValueError(f"need lrs > 0 and weight decays >= 0, got {lrs}, {weight_decays}")
     if steps < eval_every:
         raise ValueError(f"steps ({steps}) must be at least eval_every ({eval_every})")
     grid = []

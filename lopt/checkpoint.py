@@ -13,9 +13,10 @@ leaves a half-written checkpoint behind.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
@@ -52,7 +53,8 @@ class LearnedOptimizer:
 
     Attributes:
         net: the GMN or per-parameter MLP (see :mod:`lopt.nets`).
-        scales: ``{"log_alpha", "log_beta_dir", "log_beta_scale"}`` scalars.
+        scales: ``{"log_alpha", "log_beta_dir", "log_beta_scale"}`` scalars, plus
+            ``"log_weight_decay"`` when the rule has a learned weight decay.
         update: the update rule's fixed hyper-parameters.
         net_kind: ``"gmn"`` or ``"mlp"``.
         extra: free-form metadata saved in the JSON (meta-training config, outer step, ...).
@@ -75,6 +77,22 @@ class LearnedOptimizer:
             torch.manual_seed(seed)
             net = build_net(net_kind, hp)
         return cls(net, init_scales(update), update, net_kind)
+
+    @property
+    def weight_decay(self) -> float:
+        """The learned decoupled weight decay :math:`\\omega` (0 when there is none)."""
+        wd = self.scales.get("log_weight_decay")
+        return 0.0 if wd is None else float(wd.exp())
+
+    def set_weight_decay(self, omega: float) -> None:
+        """Set :math:`\\omega` to ``omega > 0``, adding the scalar if the rule had none."""
+        if omega <= 0:
+            raise ValueError(f"a learned weight decay must be positive, got {omega}")
+        if "log_weight_decay" not in self.scales:
+            self.update = replace(self.update, weight_decay_init=omega)
+        ref = self.scales["log_alpha"]
+        self.scales["log_weight_decay"] = torch.tensor(math.log(omega), dtype=ref.dtype,
+                                                       device=ref.device)  # fmt: skip
 
     def weights(self) -> dict[str, Tensor]:
         """The net's parameters and buffers as a flat dict (for ``functional_call``)."""

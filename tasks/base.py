@@ -20,6 +20,7 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import Literal
 
 import torch
@@ -144,13 +145,22 @@ class SupervisedTask(Task):
         """
         return replace(self, split_seed=int(seed))
 
-    def _pool(self, split: Split) -> tuple[Tensor, Tensor]:
+    @cached_property
+    def _train_set(self) -> tuple[Tensor, Tensor]:
+        """The train set, shuffled once by ``split_seed`` when there is one."""
         data = self.data()
         x, y = data.x_train, data.y_train
-        n = x.shape[0]
         if self.split_seed is not None:
-            perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.split_seed))
+            g = torch.Generator().manual_seed(self.split_seed)
+            perm = torch.randperm(x.shape[0], generator=g)
             x, y = x[perm], y[perm]
+        return x, y
+
+    def pool(self, split: Split) -> tuple[Tensor, Tensor]:
+        """Every example of ``split``: the ``"train"`` part of the train set or its held-out
+        ``"valid"`` tail (the whole train set for ``valid_fraction=0``)."""
+        x, y = self._train_set
+        n = x.shape[0]
         n_valid = int(round(n * self.valid_fraction))
         if split == "train":
             stop = n - n_valid
@@ -167,7 +177,7 @@ class SupervisedTask(Task):
             inputs ``[batch_size, ...]`` and targets ``[batch_size, ...]``; the whole split
             (in order) when ``batch_size`` is ``None`` or exceeds its size.
         """
-        x, y = self._pool(split)
+        x, y = self.pool(split)
         n = x.shape[0]
         if self.batch_size is None or self.batch_size >= n:
             return x, y

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from lopt import GMNOptimizer
-from lopt.calibrate import calibrate, fold, main
+from lopt.calibrate import calibrate, fold, main, valid_curve
 from tasks import get_task
 from tests.lopt.helpers import max_diff, random_lopt, train
 
@@ -41,6 +41,30 @@ def test_calibrate_picks_the_lowest_validation_curve(task):
     torch.testing.assert_close(cal.scales["log_alpha"], lo.scales["log_alpha"])
     with pytest.raises(ValueError, match="at least one"):
         calibrate(lo, task, [], [0.0], steps=20)
+    with pytest.raises(ValueError, match="weight decays >= 0"):
+        calibrate(lo, task, [1.0], [-0.1], steps=20)
+
+
+def test_valid_curve_measures_the_weight_decay_on_held_out_examples(task):
+    lo = random_lopt(dtype=torch.float32, alpha=1e-2)
+    plain = valid_curve(lo, task, 1.0, 0.0, run=0, steps=10, eval_every=5)
+    decayed = valid_curve(lo, task, 1.0, 5.0, run=0, steps=10, eval_every=5)
+    assert len(plain) == 2 and plain != decayed  # the weight decay reaches the optimizer
+    assert plain == valid_curve(lo, task, 1.0, 0.0, run=0, steps=10, eval_every=5)
+    other_run = valid_curve(lo, task, 1.0, 0.0, run=1, steps=10, eval_every=5)
+    assert other_run != plain  # another split and initialisation
+
+
+def test_set_weight_decay_adds_or_replaces_the_scalar():
+    lo = random_lopt()
+    assert lo.weight_decay == 0.0 and "log_weight_decay" not in lo.scales
+    lo.set_weight_decay(0.2)
+    assert lo.weight_decay == pytest.approx(0.2) and lo.update.weight_decay_init == 0.2
+    lo.set_weight_decay(0.5)
+    assert lo.weight_decay == pytest.approx(0.5) and lo.update.weight_decay_init == 0.2
+    assert lo.scales["log_weight_decay"].dtype == lo.scales["log_alpha"].dtype
+    with pytest.raises(ValueError, match="positive"):
+        lo.set_weight_decay(0.0)
 
 
 def test_cli_writes_a_loadable_checkpoint_and_report(tmp_path, task):
