@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from graphs import ParameterGraph
 from lopt.update import State, UpdateConfig, init_state, learned_update
@@ -143,18 +144,21 @@ def unroll(
     inner_grads, member_losses = vmap(grad(loss_fn)), vmap(loss_fn)
     params, state = run.params, run.state
     total = 0.0
-    for i in range(length):
-        t = run.step + i
-        grads = inner_grads(params, *population_batch(task, t, seeds, "train", ref))
-        params, state = learned_update(
-            net, meta["net"], meta["scales"], run.graph, params, grads, state, cfg
-        )
-        if objective == "valid":
-            xo, yo = population_batch(task, t, seeds, "valid", ref)
-        else:
-            xo, yo = population_batch(task, t + 1, seeds, "train", ref)
-        term = clipped_loss(member_losses(params, xo, yo), task.loss_clip)
-        if meta_loss == "log":
-            term = torch.log(1e-3 + term)
-        total = total + term.mean()
+    # the meta-gradient differentiates the inner gradients again: attention must record the
+    # composite (math) kernel, since the fused CPU / flash kernels have no double backward
+    with sdpa_kernel(SDPBackend.MATH):
+        for i in range(length):
+            t = run.step + i
+            grads = inner_grads(params, *population_batch(task, t, seeds, "train", ref))
+            params, state = learned_update(
+                net, meta["net"], meta["scales"], run.graph, params, grads, state, cfg
+            )
+            if objective == "valid":
+                xo, yo = population_batch(task, t, seeds, "valid", ref)
+            else:
+                xo, yo = population_batch(task, t + 1, seeds, "train", ref)
+            term = clipped_loss(member_losses(params, xo, yo), task.loss_clip)
+            if meta_loss == "log":
+                term = torch.log(1e-3 + term)
+            total = total + term.mean()
     return total / length, (params, state)

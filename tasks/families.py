@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Literal, TypeVar
 
@@ -17,10 +17,18 @@ import torch
 
 from tasks import architectures as arch
 from tasks.base import SupervisedTask, Task, mix_seed
-from tasks.data import DataSplit, load_mnist1d
+from tasks.data import DataSplit, load_mnist1d, load_sequence_task
 from tasks.registry import digits_data
 
-__all__ = ["FAMILIES", "CNNFamily", "MLPFamily", "TaskFamily", "get_family"]
+__all__ = [
+    "FAMILIES",
+    "CNNFamily",
+    "MLPFamily",
+    "MixtureFamily",
+    "TaskFamily",
+    "TransformerFamily",
+    "get_family",
+]
 
 T = TypeVar("T")
 
@@ -113,6 +121,64 @@ class CNNFamily(TaskFamily):
         )
 
 
+@dataclass(frozen=True)
+class TransformerFamily(TaskFamily):
+    """:class:`~tasks.architectures.SequenceTransformer` on the synthetic "is the first token
+    repeated?" task (:func:`~tasks.data.load_sequence_task`) with a sampled width, number of
+    heads, depth and data draw."""
+
+    name: str
+    dims: tuple[int, ...] = (8, 16)
+    heads: tuple[int, ...] = (1, 2)
+    depths: tuple[int, ...] = (1, 2)
+    data_seeds: tuple[int, ...] = (1, 2, 3, 4)
+    batch_size: int = 128
+
+    def sample(self, seed: int) -> SupervisedTask:
+        g = torch.Generator().manual_seed(mix_seed(seed))
+        dim = _choice(self.dims, g)
+        heads = _choice(self.heads, g)
+        depth = _choice(self.depths, g)
+        data_seed = _choice(self.data_seeds, g)
+        if dim % heads:
+            raise ValueError(f"width {dim} is not divisible by {heads} heads")
+        model_fn = partial(arch.SequenceTransformer, 16, 12, dim, heads, depth, 2)
+        return SupervisedTask(
+            name=f"{self.name}/d{dim}-h{heads}-l{depth}-data{data_seed}",
+            model_fn=model_fn,
+            data_fn=partial(load_sequence_task, data_seed),
+            batch_size=self.batch_size,
+            num_classes=2,
+        )
+
+
+@dataclass(frozen=True)
+class MixtureFamily(TaskFamily):
+    """Draws one of ``members`` (uniformly), then a task from it: meta-training on a mixture
+    sees several kinds of architecture. Task names are ``"{name}/{member task name}"``."""
+
+    name: str
+    members: tuple[TaskFamily, ...]
+
+    def __post_init__(self) -> None:
+        if not self.members:
+            raise ValueError(f"mixture {self.name!r} needs at least one member family")
+
+    def sample(self, seed: int) -> Task:
+        g = torch.Generator().manual_seed(mix_seed(seed, 1))
+        index = int(torch.randint(len(self.members), (), generator=g))
+        task = self.members[index].sample(mix_seed(seed, 2, index) % (2**31))
+        return replace(task, name=f"{self.name}/{task.name}")
+
+
+def _small_mix() -> MixtureFamily:
+    return MixtureFamily("digits_seq_small_mix", (
+        FAMILIES["digits_small_mlp_family"](),
+        CNNFamily("digits_small_cnn", channels=(4, 8), data_seeds=(0,)),
+        TransformerFamily("seq_small_transformer"),
+    ))  # fmt: skip
+
+
 FAMILIES: dict[str, Callable[[], TaskFamily]] = {
     "digits_mlp_family": partial(MLPFamily, "digits_mlp_family"),
     "mnist1d_mlp_family": partial(MLPFamily, "mnist1d_mlp_family", "mnist1d", data_seeds=(42,)),
@@ -122,6 +188,12 @@ FAMILIES: dict[str, Callable[[], TaskFamily]] = {
     # (3) MLPs stay held out
     "digits_small_mlp_family": partial(MLPFamily, "digits_small_mlp_family", widths=(16, 32),
                                        depths=(1, 2), data_seeds=(0,)),
+    "seq_transformer_family": partial(TransformerFamily, "seq_transformer_family"),
+    # a third each of: digits_small_mlp_family; CNNs with 4 or 8 channels per stage on the
+    # same digits split; sequence transformers of width 8 or 16 on other draws of the
+    # sequence data than the benchmark's (seed 0). The benchmark's CNN (8, 16), transformer
+    # (width 32), wider / deeper MLPs and mnist1d all stay held out.
+    "digits_seq_small_mix": _small_mix,
 }
 """Task-family constructors by name."""
 

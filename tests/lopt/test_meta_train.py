@@ -60,6 +60,7 @@ def test_resume_continues_exactly(tmp_path):
     ["--meta-loss", "log", "--init", "shipped"],
     ["--init", "shipped", "--valid-split", "fixed"],
     ["--weight-decay-init", "0.01"],
+    ["--task", "seq_transformer_family"],  # attention needs a twice-differentiable kernel
 ])  # fmt: skip
 def test_variants_run(tmp_path, extra):
     main([*TINY, "--steps", "1", "--out", str(tmp_path), *extra])

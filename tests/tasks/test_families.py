@@ -1,9 +1,16 @@
 import pytest
 import torch
 
-from tasks.architectures import MLP, DigitsCNN
+from tasks.architectures import MLP, DigitsCNN, SequenceTransformer
 from tasks.base import Task
-from tasks.families import FAMILIES, CNNFamily, MLPFamily, get_family
+from tasks.families import (
+    FAMILIES,
+    CNNFamily,
+    MixtureFamily,
+    MLPFamily,
+    TransformerFamily,
+    get_family,
+)
 
 
 @pytest.mark.parametrize("name", list(FAMILIES))
@@ -38,6 +45,46 @@ def test_cnn_family_models_run():
         assert isinstance(model, DigitsCNN)
         x, y = task.batch(0, seed)
         assert task.loss(model(x), y).ndim == 0
+
+
+def test_transformer_family_draws_from_its_options():
+    family = TransformerFamily("t", dims=(8,), heads=(2,), depths=(1, 2), data_seeds=(5,))
+    depths = set()
+    for seed in range(8):
+        task = family.sample(seed)
+        model = task.make_model(0)
+        assert isinstance(model, SequenceTransformer) and model.head.in_features == 8
+        depths.add(len(model.encoder.layers))
+        x, y = task.batch(0, seed)
+        assert x.dtype == torch.long and model(x).shape == (128, 2)
+        assert task.loss(model(x), y).ndim == 0
+    assert depths == {1, 2}
+    with pytest.raises(ValueError, match="divisible"):
+        TransformerFamily("t", dims=(6,), heads=(4,)).sample(0)
+
+
+def test_mixture_draws_every_member_and_prefixes_names():
+    mix = MixtureFamily("mix", (MLPFamily("a"), CNNFamily("b"), TransformerFamily("c")))
+    kinds = {mix.sample(s).name.split("/")[1] for s in range(30)}
+    assert kinds == {"a", "b", "c"}
+    task = mix.sample(7)
+    assert task.name.startswith("mix/") and mix.sample(7).name == task.name
+    member = task.name.split("/")[1]
+    assert type(task.make_model(0)) is {"a": MLP, "b": DigitsCNN, "c": SequenceTransformer}[member]
+    with pytest.raises(ValueError, match="at least one"):
+        MixtureFamily("empty", ())
+
+
+def test_small_mix_keeps_the_benchmark_architectures_held_out():
+    mix = get_family("digits_seq_small_mix")
+    for seed in range(60):
+        model = mix.sample(seed).make_model(0)
+        if isinstance(model, DigitsCNN):
+            assert model.classifier.in_features in (4, 8)  # benchmark CNN ends with 16
+        if isinstance(model, SequenceTransformer):
+            assert model.head.in_features < 32  # benchmark transformer has width 32
+        if isinstance(model, MLP):
+            assert len(model.layers) <= 3 and model.layers[0].out_features <= 32
 
 
 def test_data_seed_changes_the_data():
