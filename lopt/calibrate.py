@@ -14,7 +14,10 @@ instead — the step-size multiplier :math:`\eta` and a decoupled weight decay :
   random train / valid partition of the task's *train* set (:meth:`tasks.Task.resplit`;
   the test set is never used);
 * the score is the lowest point of the run-averaged validation-loss curve (the benchmark's
-  "best test loss" measured on validation data), ties broken by the earlier step.
+  "best test loss" measured on validation data), ties broken by the earlier step;
+* ``--task`` may name a task family (``tasks.FAMILIES``): each run then trains its own task
+  drawn from it, and its curve is divided by the lowest validation loss that run reaches on
+  the whole grid, so that tasks with large losses do not decide alone.
 
 ``python -m lopt.calibrate --checkpoint runs/lopt --out runs/lopt_calibrated`` writes the
 calibrated checkpoint (loadable by ``GMNOptimizer(model, checkpoint=...)``),
@@ -35,8 +38,9 @@ from tqdm import tqdm
 
 from lopt.baselines import train_curve
 from lopt.checkpoint import LearnedOptimizer, load_learned_optimizer, save_learned_optimizer
-from tasks import Task, get_task
+from tasks import TASKS, Task, get_task
 from tasks.base import mix_seed
+from tasks.families import TaskFamily, get_family
 
 __all__ = ["calibrate", "fold", "main", "valid_curve"]
 
@@ -65,11 +69,16 @@ def fold(lopt: LearnedOptimizer, lr: float, weight_decay: float) -> LearnedOptim
     return out
 
 
-def calibrate(lopt: LearnedOptimizer, task: Task, lrs: list[float], weight_decays: list[float],
-              steps: int = 600, runs: int = 4, eval_every: int = 20, seed: int = 0,
-              device: torch.device | str = "cpu",
+def calibrate(lopt: LearnedOptimizer, task: Task | TaskFamily, lrs: list[float],
+              weight_decays: list[float], steps: int = 600, runs: int = 4, eval_every: int = 20,
+              seed: int = 0, device: torch.device | str = "cpu",
               progress: bool = True) -> tuple[LearnedOptimizer, dict]:  # fmt: skip
     """Grid-search ``(lr, weight_decay)`` on validation data; return the folded optimizer.
+
+    ``task`` may be a :class:`~tasks.families.TaskFamily`: run ``r`` then trains its own task
+    drawn from it (the same one at every grid point), and each run's curve is divided by the
+    lowest validation loss that run reaches anywhere on the grid, so that every task weighs
+    the same in the score whatever the scale of its loss (a score of 1 would be best on all).
 
     Returns:
         ``(calibrated, report)``; ``report["grid"]`` holds every point's mean curve and score,
@@ -81,24 +90,35 @@ def calibrate(lopt: LearnedOptimizer, task: Task, lrs: list[float], weight_decay
         raise ValueError(f"need lrs > 0 and weight decays >= 0, got {lrs}, {weight_decays}")
     if steps < eval_every:
         raise ValueError(f"steps ({steps}) must be at least eval_every ({eval_every})")
-    grid = []
-    bar = tqdm(total=len(lrs) * len(weight_decays) * runs, desc="calibrate", disable=not progress)
-    for lr in lrs:
-        for wd in weight_decays:
-            curves = []
-            for r in range(runs):
-                curves.append(valid_curve(lopt, task, lr, wd, r, steps, eval_every, seed, device))
-                bar.update(1)
-            mean = [sum(c[i] for c in curves) / runs for i in range(len(curves[0]))]
-            best = min(range(len(mean)), key=lambda i: (mean[i], i))
-            grid.append({"lr": lr, "weight_decay": wd, "score": mean[best],
-                         "best_step": (best + 1) * eval_every,
-                         "mean_valid_curve": mean})  # fmt: skip
+    family = isinstance(task, TaskFamily)
+    tasks = [task.sample(mix_seed(seed, 13, r) % (2**31)) if family else task
+             for r in range(runs)]  # fmt: skip
+    points = [(lr, wd) for lr in lrs for wd in weight_decays]
+    bar = tqdm(total=len(points) * runs, desc="calibrate", disable=not progress)
+    curves = {}  # (lr, wd) -> one validation curve per run
+    for lr, wd in points:
+        curves[lr, wd] = []
+        for r, run_task in enumerate(tasks):
+            curves[lr, wd].append(valid_curve(lopt, run_task, lr, wd, r, steps, eval_every, seed,
+                                              device))  # fmt: skip
+            bar.update(1)
     bar.close()
+    scale = [1.0] * runs
+    if family:  # each run's best anywhere on the grid
+        scale = [min(min(curves[p][r]) for p in points) for r in range(runs)]
+    grid = []
+    for lr, wd in points:
+        runs_curves = [[v / scale[r] for v in c] for r, c in enumerate(curves[lr, wd])]
+        mean = [sum(vs) / runs for vs in zip(*runs_curves)]
+        best = min(range(len(mean)), key=lambda i: (mean[i], i))
+        grid.append({"lr": lr, "weight_decay": wd, "score": mean[best],
+                     "best_step": (best + 1) * eval_every, "mean_valid_curve": mean,
+                     "run_best": [min(c) for c in curves[lr, wd]]})  # fmt: skip
     top = min(grid, key=lambda g: (g["score"], g["best_step"]))
-    report = {"task": task.name, "steps": steps, "runs": runs, "eval_every": eval_every,
-              "seed": seed, "best": {"lr": top["lr"], "weight_decay": top["weight_decay"],
-                                     "score": top["score"], "best_step": top["best_step"]},
+    report = {"task": task.name, "run_tasks": [t.name for t in tasks], "normalized": family,
+              "steps": steps, "runs": runs, "eval_every": eval_every, "seed": seed,
+              "best": {"lr": top["lr"], "weight_decay": top["weight_decay"],
+                       "score": top["score"], "best_step": top["best_step"]},
               "grid": grid}  # fmt: skip
     return fold(lopt, top["lr"], top["weight_decay"]), report
 
@@ -123,7 +143,10 @@ def plot(report: dict, path: Path) -> None:
     ax.set_yticks(range(len(lrs)), [f"{v:g}" for v in lrs])
     ax.set_xlabel("weight decay")
     ax.set_ylabel("lr multiplier")
-    ax.set_title(f"best mean valid loss, {report['task']}", fontsize=9)
+    what = "best mean valid loss"
+    if report.get("normalized"):
+        what = "best mean of valid loss / run's best"
+    ax.set_title(f"{what}, {report['task']}", fontsize=9)
     fig.colorbar(im, ax=ax)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -136,7 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True,
                    help="learned optimizer to calibrate: a meta_train --out folder or 'shipped'")
     p.add_argument("--out", required=True, help="folder for the calibrated checkpoint")
-    p.add_argument("--task", default="digits_mlp32", help="task to calibrate on")
+    p.add_argument("--task", default="digits_mlp32",
+                   help="task, or task family (each run draws its own task), to calibrate on")
     p.add_argument("--lrs", type=float, nargs="+", default=[0.5, 0.7, 1.0],
                    help="lr multipliers to try (default 0.5 0.7 1)")
     p.add_argument("--weight-decays", type=float, nargs="+", default=[0.0, 0.1, 0.3, 1.0, 3.0],
@@ -157,7 +181,8 @@ def main(argv: list[str] | None = None) -> dict:
     ckpt = None if args.checkpoint == "shipped" else args.checkpoint
     lopt = load_learned_optimizer(ckpt, device=args.device)
     t0 = time.time()
-    calibrated, report = calibrate(lopt, get_task(args.task), args.lrs, args.weight_decays,
+    task = get_task(args.task) if args.task in TASKS else get_family(args.task)
+    calibrated, report = calibrate(lopt, task, args.lrs, args.weight_decays,
                                    args.steps, args.runs, args.eval_every, args.seed,
                                    args.device)  # fmt: skip
     report["checkpoint"] = args.checkpoint

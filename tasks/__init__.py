@@ -30,7 +30,15 @@ from tasks.data import (
     load_sequence_task,
     make_sequence_dataset,
 )
-from tasks.families import FAMILIES, CNNFamily, MLPFamily, TaskFamily, get_family
+from tasks.families import (
+    FAMILIES,
+    CNNFamily,
+    MixtureFamily,
+    MLPFamily,
+    TaskFamily,
+    TransformerFamily,
+    get_family,
+)
 from tasks.registry import TASKS, get_task
 
 __all__ = [
@@ -44,12 +52,14 @@ __all__ = [
     "DataSplit",
     "DigitsCNN",
     "MLPFamily",
+    "MixtureFamily",
     "ResNet",
     "ResidualMLP",
     "SequenceTransformer",
     "SupervisedTask",
     "Task",
     "TaskFamily",
+    "TransformerFamily",
     "ViT",
     "architectures",
     "digits_resnet",

@@ -82,3 +82,22 @@ def test_cli_writes_a_loadable_checkpoint_and_report(tmp_path, task):
     model = task.make_model(0)
     losses = train(model, GMNOptimizer(model, checkpoint=tmp_path / "cal"), task, 3)
     assert all(math.isfinite(v) for v in losses)
+
+
+def test_calibrating_on_a_family_weighs_every_run_by_its_own_best():
+    from tasks.families import MixtureFamily, MLPFamily, TransformerFamily
+
+    family = MixtureFamily("m", (MLPFamily("a", widths=(8,), depths=(1,)),
+                                 TransformerFamily("b", dims=(8,), depths=(1,))))  # fmt: skip
+    lo = random_lopt(dtype=torch.float32, alpha=1e-3)
+    _, report = calibrate(lo, family, [0.01, 1.0], [0.0], steps=10, runs=4, eval_every=5,
+                          progress=False)  # fmt: skip
+    assert report["normalized"] and len(set(report["run_tasks"])) >= 2
+    assert {n.split("/")[1] for n in report["run_tasks"]} == {"a", "b"}
+    best_per_run = [min(g["run_best"][r] for g in report["grid"]) for r in range(4)]
+    for g in report["grid"]:  # each run's curve over its best anywhere on the grid
+        assert g["score"] == min(g["mean_valid_curve"])
+        relative = sum(g["run_best"][r] / best_per_run[r] for r in range(4)) / 4
+        assert 1.0 <= relative <= g["score"] + 1e-9  # the min of a mean >= the mean of mins
+    top = min(report["grid"], key=lambda g: g["score"])
+    assert report["best"]["lr"] == top["lr"] == 1.0  # lr x0.01 barely moves
