@@ -76,7 +76,8 @@ def calibrate(lopt: LearnedOptimizer, task: Task | TaskFamily, lrs: list[float],
     """Grid-search ``(lr, weight_decay)`` on validation data; return the folded optimizer.
 
     ``task`` may be a :class:`~tasks.families.TaskFamily`: run ``r`` then trains its own task
-    drawn from it (the same one at every grid point), and each run's curve is divided by the
+    drawn from it (:meth:`~tasks.families.TaskFamily.sample_many`: a mixture's members in
+    turn; the same task at every grid point), and each run's curve is divided by the
     lowest validation loss that run reaches anywhere on the grid, so that every task weighs
     the same in the score whatever the scale of its loss (a score of 1 would be best on all).
 
@@ -91,8 +92,7 @@ def calibrate(lopt: LearnedOptimizer, task: Task | TaskFamily, lrs: list[float],
     if steps < eval_every:
         raise ValueError(f"steps ({steps}) must be at least eval_every ({eval_every})")
     family = isinstance(task, TaskFamily)
-    tasks = [task.sample(mix_seed(seed, 13, r) % (2**31)) if family else task
-             for r in range(runs)]  # fmt: skip
+    tasks = task.sample_many(runs, seed) if family else [task] * runs
     points = [(lr, wd) for lr in lrs for wd in weight_decays]
     bar = tqdm(total=len(points) * runs, desc="calibrate", disable=not progress)
     curves = {}  # (lr, wd) -> one validation curve per run

@@ -59,6 +59,11 @@ class TaskFamily(ABC):
     def sample(self, seed: int) -> Task:
         """Draw one task."""
 
+    def sample_many(self, n: int, seed: int) -> list[Task]:
+        """``n`` tasks for an evaluation (independent draws; a mixture covers its members
+        in turn)."""
+        return [self.sample(mix_seed(seed, 13, i) % (2**31)) for i in range(n)]
+
 
 @dataclass(frozen=True)
 class MLPFamily(TaskFamily):
@@ -166,7 +171,14 @@ class MixtureFamily(TaskFamily):
 
     def sample(self, seed: int) -> Task:
         g = torch.Generator().manual_seed(mix_seed(seed, 1))
-        index = int(torch.randint(len(self.members), (), generator=g))
+        return self._member_task(int(torch.randint(len(self.members), (), generator=g)), seed)
+
+    def sample_many(self, n: int, seed: int) -> list[Task]:
+        """``n`` tasks, stratified: task ``i`` comes from member ``i mod len(members)``."""
+        k = len(self.members)
+        return [self._member_task(i % k, mix_seed(seed, 13, i) % (2**31)) for i in range(n)]
+
+    def _member_task(self, index: int, seed: int) -> Task:
         task = self.members[index].sample(mix_seed(seed, 2, index) % (2**31))
         return replace(task, name=f"{self.name}/{task.name}")
 

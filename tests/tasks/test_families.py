@@ -73,6 +73,11 @@ def test_mixture_draws_every_member_and_prefixes_names():
     assert type(task.make_model(0)) is {"a": MLP, "b": DigitsCNN, "c": SequenceTransformer}[member]
     with pytest.raises(ValueError, match="at least one"):
         MixtureFamily("empty", ())
+    many = mix.sample_many(7, seed=3)  # stratified: the members in turn
+    assert [t.name.split("/")[1] for t in many] == ["a", "b", "c", "a", "b", "c", "a"]
+    assert many[0].name != many[3].name and [t.name for t in mix.sample_many(7, 3)] == [
+        t.name for t in many
+    ]
 
 
 def test_small_mix_keeps_the_benchmark_architectures_held_out():
@@ -96,6 +101,13 @@ def test_data_seed_changes_the_data():
     assert len(by_seed) >= 2
     t1, t2 = list(by_seed.values())[:2]
     assert not torch.equal(t1.test_data()[1], t2.test_data()[1])
+
+
+def test_sample_many_draws_independent_tasks():
+    family = MLPFamily("f")
+    names = [t.name for t in family.sample_many(12, seed=0)]
+    assert len(set(names)) >= 5 and names == [t.name for t in family.sample_many(12, seed=0)]
+    assert names != [t.name for t in family.sample_many(12, seed=1)]
 
 
 def test_unknown_family():
