@@ -139,7 +139,7 @@ HELP = {
     "weight_decay_init": "initial learned decoupled weight decay omega (AdamW's, relative to "
     "alpha); 0 = no learned weight decay",
     "save_every": "outer steps between checkpoints",
-    "nonfinite": "on a non-finite meta-gradient: 'error' (stop every rank with a clear error; "
+    "nonfinite": "on a non-finite meta-gradient (or one whose norm overflows): 'error' (stop every rank with a clear error; "
     "the last checkpoint stays intact) or 'skip' (no outer update that step)",
     "device": "torch device, e.g. cpu or cuda (under torchrun each rank takes cuda:LOCAL_RANK)",
     "threads": "torch CPU threads per process (0 = torch's default)",
@@ -466,7 +466,8 @@ def _meta_train(cfg: MetaTrainConfig, group: Group, progress: bool) -> LearnedOp
         group.agree(failure, f"meta-training at outer step {step + 1}")
         # one all-reduce: meta-gradient sum, meta-loss sum, per-rank non-finite flags and peaks
         flags = torch.zeros(2, group.world, dtype=local.dtype, device=local.device)
-        flags[0, group.rank] = 0.0 if bool(torch.isfinite(local).all()) else 1.0
+        # a norm that overflows counts too: clipping would scale such a gradient to nothing
+        flags[0, group.rank] = 0.0 if bool(torch.isfinite(torch.linalg.vector_norm(local))) else 1.0
         flags[1, group.rank] = peak_memory_mb(device)
         reduced = group.all_reduce_sum(
             torch.cat([local, local.new_tensor([loss_sum]), flags.flatten()])

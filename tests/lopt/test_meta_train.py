@@ -111,3 +111,31 @@ def test_single_process_failure_propagates_unchanged(tmp_path, monkeypatch):
         main([*TINY, "--steps", "2", "--out", str(tmp_path)])
     assert type(err.value) is RuntimeError  # the user's own error, not a group wrapper
     assert not (tmp_path / "lopt.safetensors").exists()  # nothing half-written
+
+
+@pytest.mark.parametrize("mode", ["error", "skip"])
+def test_a_meta_gradient_whose_norm_overflows_counts_as_non_finite(tmp_path, monkeypatch, mode):
+    import lopt.meta_train as mt
+
+    original, calls = mt.tbptt_estimate, {"n": 0}
+
+    def huge_at_step_2(*args, **kwargs):  # finite entries, but the float32 norm is inf
+        calls["n"] += 1
+        loss, grads, state = original(*args, **kwargs)
+        if calls["n"] == 2:
+            grads = {g: {k: torch.full_like(v, 1e30) for k, v in d.items()}
+                     for g, d in grads.items()}  # fmt: skip
+        return loss, grads, state
+
+    monkeypatch.setattr(mt, "tbptt_estimate", huge_at_step_2)
+    args = [*TINY, "--steps", "3", "--out", str(tmp_path), "--save-every", "1",
+            "--nonfinite", mode]  # fmt: skip
+    if mode == "error":
+        with pytest.raises(Exception, match="non-finite meta-gradient .* at outer step 2"):
+            main(args)
+        assert json.loads((tmp_path / "lopt.json").read_text())["outer_step"] == 1
+        return
+    main(args)
+    rows = (tmp_path / "log.csv").read_text().splitlines()[1:]
+    norms = [float(r.split(",")[2]) for r in rows]
+    assert len(norms) == 3 and norms[1] != norms[1] and all(n == n for n in norms[::2])
