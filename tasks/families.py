@@ -139,14 +139,17 @@ class TransformerFamily(TaskFamily):
     data_seeds: tuple[int, ...] = (1, 2, 3, 4)
     batch_size: int = 128
 
+    def __post_init__(self) -> None:
+        bad = [(d, h) for d in self.dims for h in self.heads if d % h]
+        if bad:
+            raise ValueError(f"every width must be divisible by every head count; not {bad}")
+
     def sample(self, seed: int) -> SupervisedTask:
         g = torch.Generator().manual_seed(mix_seed(seed))
         dim = _choice(self.dims, g)
         heads = _choice(self.heads, g)
         depth = _choice(self.depths, g)
         data_seed = _choice(self.data_seeds, g)
-        if dim % heads:
-            raise ValueError(f"width {dim} is not divisible by {heads} heads")
         model_fn = partial(arch.SequenceTransformer, 16, 12, dim, heads, depth, 2)
         return SupervisedTask(
             name=f"{self.name}/d{dim}-h{heads}-l{depth}-data{data_seed}",

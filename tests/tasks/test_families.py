@@ -60,7 +60,7 @@ def test_transformer_family_draws_from_its_options():
         assert task.loss(model(x), y).ndim == 0
     assert depths == {1, 2}
     with pytest.raises(ValueError, match="divisible"):
-        TransformerFamily("t", dims=(6,), heads=(4,)).sample(0)
+        TransformerFamily("t", dims=(8, 6), heads=(4,))
 
 
 def test_mixture_draws_every_member_and_prefixes_names():
