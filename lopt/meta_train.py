@@ -139,8 +139,9 @@ HELP = {
     "weight_decay_init": "initial learned decoupled weight decay omega (AdamW's, relative to "
     "alpha); 0 = no learned weight decay",
     "save_every": "outer steps between checkpoints",
-    "nonfinite": "on a non-finite meta-gradient (or one whose norm overflows): 'error' (stop every rank with a clear error; "
-    "the last checkpoint stays intact) or 'skip' (no outer update that step)",
+    "nonfinite": "on a non-finite meta-gradient (or one whose norm overflows): 'error' (stop "
+    "every rank with a clear error; the last checkpoint stays intact) or 'skip' (no outer "
+    "update that step)",
     "device": "torch device, e.g. cpu or cuda (under torchrun each rank takes cuda:LOCAL_RANK)",
     "threads": "torch CPU threads per process (0 = torch's default)",
     "dist_timeout": "seconds ranks wait in a collective for a rank that died",
