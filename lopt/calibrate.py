@@ -38,9 +38,8 @@ from tqdm import tqdm
 
 from lopt.baselines import train_curve
 from lopt.checkpoint import LearnedOptimizer, load_learned_optimizer, save_learned_optimizer
-from tasks import TASKS, Task, get_task
+from tasks import Task, TaskFamily, get_task_or_family
 from tasks.base import mix_seed
-from tasks.families import TaskFamily, get_family
 
 __all__ = ["calibrate", "fold", "main", "valid_curve"]
 
@@ -178,10 +177,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     torch.set_num_threads(args.threads)
+    task = get_task_or_family(args.task)
     ckpt = None if args.checkpoint == "shipped" else args.checkpoint
     lopt = load_learned_optimizer(ckpt, device=args.device)
     t0 = time.time()
-    task = get_task(args.task) if args.task in TASKS else get_family(args.task)
     calibrated, report = calibrate(lopt, task, args.lrs, args.weight_decays,
                                    args.steps, args.runs, args.eval_every, args.seed,
                                    args.device)  # fmt: skip

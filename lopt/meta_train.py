@@ -60,7 +60,7 @@ from lopt.distributed import Group, GroupError, init_group
 from lopt.estimators import es_estimate, tbptt_estimate
 from lopt.unroll import InnerRun, new_inner_run
 from lopt.update import UpdateConfig
-from tasks import FAMILIES, TASKS, get_family, get_task
+from tasks import FAMILIES, TASKS, TaskFamily, get_task_or_family
 from tasks.base import Task, mix_seed
 
 __all__ = ["MetaTrainConfig", "main", "meta_train"]
@@ -174,12 +174,13 @@ class _TaskSource:
     train set is re-partitioned into train / valid by its seed (:meth:`Task.resplit`)."""
 
     def __init__(self, name: str, resample: bool = False):
-        self.fixed = get_task(name) if name in TASKS else None
-        self.family = None if self.fixed is not None else get_family(name)
+        self.source = get_task_or_family(name)
         self.resample = resample
 
     def task(self, seed: int) -> Task:
-        task = self.fixed if self.fixed is not None else self.family.sample(seed)
+        task = self.source
+        if isinstance(task, TaskFamily):
+            task = task.sample(seed)
         return task.resplit(mix_seed(seed, 3) % (2**31)) if self.resample else task
 
 

@@ -38,6 +38,7 @@ from tasks.families import (
     TaskFamily,
     TransformerFamily,
     get_family,
+    get_task_or_family,
 )
 from tasks.registry import TASKS, get_task
 
@@ -66,6 +67,7 @@ __all__ = [
     "digits_vit",
     "get_family",
     "get_task",
+    "get_task_or_family",
     "load_digits_split",
     "load_image_fitting",
     "load_mnist1d",

@@ -18,7 +18,7 @@ import torch
 from tasks import architectures as arch
 from tasks.base import SupervisedTask, Task, mix_seed
 from tasks.data import DataSplit, load_mnist1d, load_sequence_task
-from tasks.registry import digits_data
+from tasks.registry import TASKS, digits_data
 
 __all__ = [
     "FAMILIES",
@@ -28,6 +28,7 @@ __all__ = [
     "TaskFamily",
     "TransformerFamily",
     "get_family",
+    "get_task_or_family",
 ]
 
 T = TypeVar("T")
@@ -220,3 +221,14 @@ def get_family(name: str) -> TaskFamily:
     except KeyError:
         raise KeyError(f"unknown task family {name!r}; known: {sorted(FAMILIES)}") from None
     return factory()
+
+
+def get_task_or_family(name: str) -> Task | TaskFamily:
+    """The named task (``tasks.TASKS``) or task family (``FAMILIES``); raises ``KeyError``
+    listing both."""
+    if name in TASKS:
+        return TASKS[name]()
+    if name in FAMILIES:
+        return FAMILIES[name]()
+    raise KeyError(f"unknown task or task family {name!r}; tasks: {sorted(TASKS)}; "
+                   f"families: {sorted(FAMILIES)}")  # fmt: skip

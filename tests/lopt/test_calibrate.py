@@ -67,6 +67,12 @@ def test_set_weight_decay_adds_or_replaces_the_scalar():
         lo.set_weight_decay(0.0)
 
 
+def test_cli_rejects_an_unknown_task_before_writing_anything(tmp_path):
+    with pytest.raises(KeyError, match="unknown task or task family 'nope'.*families"):
+        main(["--checkpoint", "shipped", "--out", str(tmp_path / "cal"), "--task", "nope"])
+    assert not (tmp_path / "cal").exists()
+
+
 def test_cli_writes_a_loadable_checkpoint_and_report(tmp_path, task):
     from lopt.meta_train import main as meta_main
 
@@ -94,10 +100,15 @@ def test_calibrating_on_a_family_weighs_every_run_by_its_own_best():
                           progress=False)  # fmt: skip
     assert report["normalized"] and len(set(report["run_tasks"])) >= 2
     assert {n.split("/")[1] for n in report["run_tasks"]} == {"a", "b"}
-    best_per_run = [min(g["run_best"][r] for g in report["grid"]) for r in range(4)]
+    raw = {(g["lr"], g["weight_decay"]): [valid_curve(lo, t, g["lr"], g["weight_decay"], r, 10, 5)
+                                          for r, t in enumerate(family.sample_many(4, 0))]
+           for g in report["grid"]}  # fmt: skip
+    best_per_run = [min(min(c[r]) for c in raw.values()) for r in range(4)]
     for g in report["grid"]:  # each run's curve over its best anywhere on the grid
+        runs = raw[g["lr"], g["weight_decay"]]
+        assert g["run_best"] == [min(c) for c in runs]
+        expected = [sum(c[i] / best_per_run[r] for r, c in enumerate(runs)) / 4 for i in range(2)]
+        assert g["mean_valid_curve"] == pytest.approx(expected, rel=1e-12)
         assert g["score"] == min(g["mean_valid_curve"])
-        relative = sum(g["run_best"][r] / best_per_run[r] for r in range(4)) / 4
-        assert 1.0 <= relative <= g["score"] + 1e-9  # the min of a mean >= the mean of mins
     top = min(report["grid"], key=lambda g: g["score"])
     assert report["best"]["lr"] == top["lr"] == 1.0  # lr x0.01 barely moves

@@ -113,3 +113,12 @@ def test_sample_many_draws_independent_tasks():
 def test_unknown_family():
     with pytest.raises(KeyError):
         get_family("nope")
+
+
+def test_get_task_or_family_resolves_both_and_names_both_when_unknown():
+    from tasks import TaskFamily, get_task_or_family
+
+    assert isinstance(get_task_or_family("digits_mlp32"), Task)
+    assert isinstance(get_task_or_family("digits_seq_small_mix"), TaskFamily)
+    with pytest.raises(KeyError, match="tasks: .*digits_mlp32.*families: .*digits_seq_small_mix"):
+        get_task_or_family("nope")
