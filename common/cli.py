@@ -12,6 +12,10 @@ Every ``python -m ...`` module of the project is a dataclass plus one library ca
         def check(self) -> None:          # optional: checks across fields
             ...                            # raise ConfigError("--a must be ... --b")
 
+A config that declares a field ``explicit: frozenset`` (no ``option``: not a flag) receives
+the names of the options given on the command line, so that e.g. ``--resume`` can tell a
+flag that contradicts a checkpoint from one left at its default.
+
     def main(argv=None):
         return cli.run(TrainConfig, train, argv, prog="python -m pkg.train", doc=__doc__)
 
@@ -90,7 +94,7 @@ def _items(value) -> list:
 
 # ----------------------------------------------------------------------------- fields
 def option(default: Any, help: str, *, choices: Sequence[Any] | None = None,
-           check: Check | None = None, allow_nonfinite: bool = False) -> Any:  # fmt: skip
+           check: Check | None = None, allow_nonfinite: bool = False) -> Any:
     """A config field that is also a ``--flag``: its default, help, choices and check.
 
     Float fields refuse NaN and infinities unless ``allow_nonfinite``. A list default becomes
@@ -121,8 +125,8 @@ def _scalar(kind: Any) -> tuple[type, bool]:
 
 def build_parser(cls: type, prog: str, doc: str | None = None) -> argparse.ArgumentParser:
     """An argument parser with one ``--flag`` per field of the dataclass ``cls``."""
-    parser = _OneLineParser(prog=prog, description=doc,
-                            formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser = _OneLineParser(prog=prog, description=doc, allow_abbrev=False,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     types = _field_types(cls)
     for f in dataclasses.fields(cls):
         meta = f.metadata
@@ -132,14 +136,15 @@ def build_parser(cls: type, prog: str, doc: str | None = None) -> argparse.Argum
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         if kind is bool:
             parser.add_argument(_flag(f.name), action=argparse.BooleanOptionalAction,
-                                default=default, help=meta["help"])  # fmt: skip
+                                default=default, help=meta["help"])
             continue
-        shown = " ".join(map(str, default)) if is_list else default
+        shown = " ".join(map(str, default)) if is_list else str(default)
+        shown = shown.replace("%", "%%")  # argparse %-formats help texts ("50%" defaults)
         parser.add_argument(
             _flag(f.name), type=kind, default=default, choices=meta["choices"],
             nargs="+" if is_list else None, metavar=None if meta["choices"] else f.name.upper(),
             help=f"{meta['help']} (default: {shown})",
-        )  # fmt: skip
+        )
     return parser
 
 
@@ -175,7 +180,7 @@ def validate(cfg: Any) -> Any:
                 raise ConfigError(f"{_flag(f.name)} must be a finite number, got {v!r}")
             if meta["choices"] is not None and v not in meta["choices"]:
                 raise ConfigError(f"{_flag(f.name)} must be one of {list(meta['choices'])}, "
-                                  f"got {v!r}")  # fmt: skip
+                                  f"got {v!r}")
         if meta["check"] is not None:
             problem = meta["check"](value)
             if problem:
@@ -187,18 +192,35 @@ def validate(cfg: Any) -> Any:
 
 
 def parse(cls: type[T], argv: Sequence[str] | None = None, *, prog: str,
-          doc: str | None = None) -> T:  # fmt: skip
+          doc: str | None = None) -> T:
     """Parse and validate ``argv`` into a ``cls``; a bad value exits 2 with one line."""
     parser = build_parser(cls, prog, doc)
-    cfg = cls(**vars(parser.parse_args(argv)))
+    values = vars(parser.parse_args(argv))
+    if "explicit" in {f.name for f in dataclasses.fields(cls)}:
+        values["explicit"] = given_options(parser, argv)
+    cfg = cls(**values)
     try:
         return validate(cfg)
     except ConfigError as err:
         parser.error(str(err))
 
 
+def given_options(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> frozenset:
+    """Names of the fields whose ``--flag`` appears in ``argv`` (not left at its default)."""
+    probe = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    for action in parser._actions:
+        if action.option_strings and action.dest != "help":
+            kwargs = {"nargs": action.nargs} if action.nargs not in (None, 0) else {}
+            if isinstance(action, argparse.BooleanOptionalAction):
+                kwargs = {"action": argparse.BooleanOptionalAction}
+            probe.add_argument(*action.option_strings, dest=action.dest,
+                               default=argparse.SUPPRESS, **kwargs)
+    seen, _ = probe.parse_known_args(argv)
+    return frozenset(vars(seen))
+
+
 def run(cls: type[T], work: Callable[[T], Any], argv: Sequence[str] | None = None, *,
-        prog: str, doc: str | None = None) -> Any:  # fmt: skip
+        prog: str, doc: str | None = None) -> Any:
     """Parse and validate ``argv`` into a ``cls``, then return ``work(config)``.
 
     A :class:`UserError` (or a subclass, e.g. a persistence or checkpoint error) raised by

@@ -23,12 +23,14 @@ One home for the rules of ``../DESIGN.md`` ("Persistence and command lines"):
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
 import shutil
 import tempfile
 from collections.abc import Iterable, Mapping
+from fnmatch import fnmatch
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -47,11 +49,11 @@ __all__ = [
     "FolderNotEmptyError",
     "PersistenceError",
     "checkpoint_file",
-    "checkpoint_files",
     "has_checkpoint",
     "json_bytes",
     "load_tensors",
     "prepare_output",
+    "read_checkpoint",
     "read_json",
     "recover_checkpoint",
     "save_tensors",
@@ -63,6 +65,7 @@ __all__ = [
     "tensor_bytes",
     "write_bytes",
     "write_checkpoint",
+    "write_figure",
     "write_json",
     "write_text",
 ]
@@ -119,11 +122,8 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 def json_bytes(obj: Any) -> bytes:
-    """``obj`` as indented JSON bytes with a final newline (non-finite floats refused)."""
-    try:
-        return (json.dumps(obj, indent=1, allow_nan=False) + "\n").encode()
-    except ValueError as err:  # NaN / inf: JSON has no spelling for them
-        raise PersistenceError(f"cannot write JSON: {err}") from err
+    """``obj`` as indented JSON bytes with a final newline."""
+    return (json.dumps(obj, indent=1) + "\n").encode()
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
@@ -132,16 +132,26 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
 
 
 def tensor_bytes(tensors: Mapping[str, Tensor], metadata: Mapping[str, str] | None = None,
-                 ) -> bytes:  # fmt: skip
+                 ) -> bytes:
     """``tensors`` (any device, detached and made contiguous here) in safetensors format."""
     cpu = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     return _st_save(cpu, metadata=dict(metadata) if metadata else None)
 
 
 def save_tensors(path: str | os.PathLike, tensors: Mapping[str, Tensor],
-                 metadata: Mapping[str, str] | None = None) -> Path:  # fmt: skip
+                 metadata: Mapping[str, str] | None = None) -> Path:
     """Write ``tensors`` as a safetensors file atomically."""
     return write_bytes(path, tensor_bytes(tensors, metadata))
+
+
+def write_figure(fig, path: str | os.PathLike, dpi: int = 110) -> Path:
+    """Save a matplotlib figure as a PNG atomically (and close it)."""
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=dpi, format="png")
+    plt.close(fig)
+    return write_bytes(path, buf.getvalue())
 
 
 # ----------------------------------------------------------------------------- validated reads
@@ -158,13 +168,10 @@ def read_json(path: str | os.PathLike, *, what: str = "JSON file") -> Any:
 
 
 def parse_json(text: str, where: str, what: str = "JSON file") -> Any:
-    """``json.loads`` whose error names ``where`` (and rejects NaN / Infinity literals)."""
-
-    def no_constants(name: str):
-        raise ValueError(f"non-finite number {name}")
-
+    """``json.loads`` whose error names ``where``. Fields a loader relies on are checked with
+    :func:`require` (present, typed, finite)."""
     try:
-        return json.loads(text, parse_constant=no_constants)
+        return json.loads(text)
     except ValueError as err:
         raise PersistenceError(f"{what} {where} is not valid JSON: {err}") from err
 
@@ -178,7 +185,7 @@ def _check_tensors(tensors: dict[str, Tensor], where: str, finite: bool) -> dict
 
 
 def load_tensors(path: str | os.PathLike, *, finite: bool = True,
-                 device: torch.device | str | None = None) -> dict[str, Tensor]:  # fmt: skip
+                 device: torch.device | str | None = None) -> dict[str, Tensor]:
     """Read a safetensors file; with ``finite`` every floating tensor must be finite.
 
     Raises:
@@ -193,20 +200,20 @@ def load_tensors(path: str | os.PathLike, *, finite: bool = True,
 
 
 def parse_tensors(data: bytes, where: str, *, finite: bool = True,
-                  device: torch.device | str | None = None) -> dict[str, Tensor]:  # fmt: skip
+                  device: torch.device | str | None = None) -> dict[str, Tensor]:
     """Tensors from safetensors bytes; errors name ``where``."""
     try:
         tensors = _st_load(data)
     except (SafetensorError, ValueError, RuntimeError) as err:
         raise PersistenceError(f"{where} is not a readable safetensors file: {err}") from err
-    tensors = _check_tensors(tensors, where, finite)
+    tensors = _check_tensors(dict(sorted(tensors.items())), where, finite)
     if device is not None:
         tensors = {k: v.to(device) for k, v in tensors.items()}
     return tensors
 
 
 def require(config: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str,
-            check=None, why: str = "") -> Any:  # fmt: skip
+            check=None, why: str = "") -> Any:
     """``config[key]``, checked: present, of type ``kind``, finite if a number, ``check(v)``.
 
     Raises:
@@ -232,7 +239,7 @@ def _tuple(kind) -> tuple:
 
 # ----------------------------------------------------------------------------- shipped weights
 def read_shipped(package: str, stem: str, *, finite: bool = True,
-                 device: torch.device | str | None = None) -> tuple[Any, dict[str, Tensor]]:  # fmt: skip
+                 device: torch.device | str | None = None) -> tuple[Any, dict[str, Tensor]]:
     """``(config, tensors)`` of ``<stem>.json`` + ``<stem>.safetensors`` shipped in ``package``.
 
     Read as package data (``importlib.resources``), so it works from an installed wheel.
@@ -249,25 +256,26 @@ def read_shipped(package: str, stem: str, *, finite: bool = True,
     where = f"{package}/{stem}"
     return (parse_json(config.read_text(), f"{where}.json"),
             parse_tensors(weights.read_bytes(), f"{where}.safetensors", finite=finite,
-                          device=device))  # fmt: skip
+                          device=device))
 
 
 def shipped_names(package: str) -> list[str]:
     """Stems of the ``.safetensors`` files shipped in ``package``."""
     return sorted(p.name[: -len(".safetensors")] for p in resources.files(package).iterdir()
-                  if p.name.endswith(".safetensors"))  # fmt: skip
+                  if p.name.endswith(".safetensors"))
 
 
 # ----------------------------------------------------------------------------- output folders
 def prepare_output(folder: str | os.PathLike, *, overwrite: bool = False,
                    writes: Iterable[str] = (), flag: str = "--overwrite",
-                   option: str = "--out") -> Path:  # fmt: skip
+                   option: str = "--out", rerun: bool = False) -> Path:
     """Make ``folder`` ready for a new run that writes the files (or globs) in ``writes``.
 
     A folder that does not exist or is empty is created / used. A folder that holds anything
     is refused unless ``overwrite``; then the entries matching ``writes`` (and an unfinished
     checkpoint) are removed first, so nothing of the previous run mixes with the new one, and
-    every other file is left alone.
+    every other file is left alone. With ``rerun`` (commands whose re-run simply replaces
+    their own results, such as demos) a folder holding nothing but such files is reused.
 
     Raises:
         FolderNotEmptyError: the folder holds files and ``overwrite`` is false; nothing was
@@ -277,7 +285,10 @@ def prepare_output(folder: str | os.PathLike, *, overwrite: bool = False,
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise PersistenceError(f"{option} {folder} is a file, not a folder")
+    writes = list(writes)
     held = sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+    if rerun and all(any(fnmatch(name, w) for w in writes) for name in held):
+        overwrite = True
     if held and not overwrite:
         shown = ", ".join(held[:5]) + (", ..." if len(held) > 5 else "")
         raise FolderNotEmptyError(
@@ -314,7 +325,7 @@ def recover_checkpoint(folder: str | os.PathLike) -> None:
 
 
 def write_checkpoint(folder: str | os.PathLike, files: Mapping[str, bytes],
-                     step: int | None = None) -> Path:  # fmt: skip
+                     step: int | None = None) -> Path:
     """Write ``files`` (name -> content) into ``folder`` as one all-or-nothing checkpoint.
 
     ``step`` (e.g. the outer step) is recorded in the commit manifest for error messages.
@@ -329,7 +340,7 @@ def write_checkpoint(folder: str | os.PathLike, files: Mapping[str, bytes],
     staging = folder / STAGING_DIR
     staging.mkdir()
     for name, data in {**files, _MANIFEST: json_bytes({"files": sorted(files), "step": step})
-                       }.items():  # fmt: skip
+                       }.items():
         with open(staging / name, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -348,7 +359,7 @@ def checkpoint_file(folder: str | os.PathLike, name: str) -> Path:
     return pending if pending.exists() else folder / name
 
 
-def checkpoint_files(folder: str | os.PathLike, names: Iterable[str]) -> dict[str, bytes]:
+def read_checkpoint(folder: str | os.PathLike, names: Iterable[str]) -> dict[str, bytes]:
     """The contents of ``names`` as one consistent checkpoint (``{}`` for a missing file)."""
     out = {}
     for name in names:

@@ -20,20 +20,22 @@ optimizer-step time relative to Adam's.
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
+from common import cli
+from common.errors import ConfigError
+from common.persistence import prepare_output, write_figure, write_json
 from lopt.baselines import Curve, train_curve
-from tasks import get_task
+from lopt.checkpoint import load_learned_optimizer
+from tasks import TASKS, get_task
 
-__all__ = ["main", "summarize"]
+__all__ = ["BenchmarkConfig", "main", "run", "summarize"]
 
 IN_DISTRIBUTION = "digits_mlp32"
 HELD_OUT = ["digits_mlp64", "digits_mlp_deep", "mnist1d_mlp", "digits_cnn", "seq_transformer"]
@@ -44,30 +46,50 @@ def log_grid(lo: float, hi: float, n: int) -> list[float]:
     return [float(v) for v in grid]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m lopt.benchmark", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    p.add_argument("--tasks", nargs="+", default=[IN_DISTRIBUTION, *HELD_OUT],
-                   help="tasks to train (default: digits_mlp32 and the held-out tasks)")
-    p.add_argument("--steps", type=int, default=2000, help="inner steps per run (default 2000)")
-    p.add_argument("--seeds", type=int, default=5, help="seeds per optimizer (default 5)")
-    p.add_argument("--tune-seeds", type=int, default=5,
-                   help="seeds per grid point when tuning baselines (default 5)")
-    p.add_argument("--eval-every", type=int, default=20, help="steps between test evaluations")
-    p.add_argument("--adam-grid", type=float, nargs="+",
-                   default=sorted({*log_grid(1e-4, 3e-2, 10), 3.5e-3}),
-                   help="Adam learning rates (default: 10 log-spaced in 1e-4..3e-2, plus 3.5e-3)")
-    p.add_argument("--sgdm-grid", type=float, nargs="+", default=log_grid(1e-3, 3e-1, 10),
-                   help="SGD-momentum learning rates (default: 10 log-spaced in 1e-3..3e-1)")
-    p.add_argument("--adamw-wds", type=float, nargs="*", default=[],
-                   help="also tune AdamW over --adam-grid x these weight decays (default: none)")
-    p.add_argument("--learned", nargs="*", default=["gmn=shipped"],
-                   help="learned optimizers as NAME=CHECKPOINT (CHECKPOINT 'shipped' = the "
-                        "shipped weights, else a meta_train --out folder); default gmn=shipped")
-    p.add_argument("--out", default="runs/lopt_benchmark", help="output folder")
-    p.add_argument("--device", default="cpu", help="torch device")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
-    return p
+def _learned_entries(items: list[str]) -> str | None:
+    """What is wrong with ``--learned`` entries (each must be NAME=CHECKPOINT), or None."""
+    for item in items:
+        name, sep, ckpt = item.partition("=")
+        if not (sep and name and ckpt):
+            return f"entries must be NAME=CHECKPOINT ({item!r} is not)"
+    return None
+
+
+@dataclass
+class BenchmarkConfig:
+    """Options of ``python -m lopt.benchmark`` (each field is a ``--flag``)."""
+
+    tasks: list[str] = cli.option([IN_DISTRIBUTION, *HELD_OUT], "tasks to train",
+                                  choices=sorted(TASKS))
+    steps: int = cli.option(2000, "inner steps per run", check=cli.positive)
+    seeds: int = cli.option(5, "seeds per optimizer", check=cli.positive)
+    tune_seeds: int = cli.option(5, "seeds per grid point when tuning baselines",
+                                 check=cli.positive)
+    eval_every: int = cli.option(20, "steps between test evaluations", check=cli.positive)
+    adam_grid: list[float] = cli.option(sorted({*log_grid(1e-4, 3e-2, 10), 3.5e-3}),
+                                        "Adam learning rates (10 log-spaced in 1e-4..3e-2, plus "
+                                        "3.5e-3)", check=cli.positive)
+    sgdm_grid: list[float] = cli.option(log_grid(1e-3, 3e-1, 10), "SGD-momentum learning rates "
+                                        "(10 log-spaced in 1e-3..3e-1)", check=cli.positive)
+    adamw_wds: list[float] = cli.option([0.0], "also tune AdamW over --adam-grid x these weight "
+                                        "decays (0 alone: no AdamW)", check=cli.nonnegative)
+    learned: list[str] = cli.option(["gmn=shipped"], "learned optimizers as NAME=CHECKPOINT "
+                                    "(CHECKPOINT 'shipped' = the shipped weights, else a "
+                                    "meta_train --out folder)",
+                                    check=_learned_entries)
+    out: str = cli.option("runs/lopt_benchmark", "output folder (refused when it holds files, "
+                          "unless --overwrite)")
+    overwrite: bool = cli.option(False, "replace what the benchmark writes in a non-empty --out")
+    device: str = cli.option("cpu", "torch device")
+    threads: int = cli.option(1, "torch CPU threads", check=cli.positive)
+
+    def check(self) -> None:
+        if self.steps < self.eval_every:
+            raise ConfigError(f"--steps ({self.steps}) must be at least --eval-every "
+                              f"({self.eval_every})")
+
+
+OUTPUTS = ("benchmark.json", "curves.png")
 
 
 def _mean_curve(curves: list[Curve]) -> tuple[list[int], list[float]]:
@@ -114,17 +136,17 @@ def summarize(runs: dict[str, list[Curve]]) -> dict:
     return out
 
 
-def tune(task, kind: str, grid: list[tuple[float, float]], args,
-         bar) -> tuple[tuple[float, float], dict[tuple[float, float], float]]:  # fmt: skip
+def tune(task, kind: str, grid: list[tuple[float, float]], cfg,
+         bar) -> tuple[tuple[float, float], dict[tuple[float, float], float]]:
     """The grid point ``(lr, weight_decay)`` with the lowest mean best test loss over the
     tuning seeds, and every point's score."""
     scores = {}
     for point in grid:
         lr, wd = point
         bests = []
-        for seed in range(args.tune_seeds):
-            bests.append(train_curve(task, kind, lr, seed, args.steps, args.eval_every,
-                                     device=args.device, weight_decay=wd).best)  # fmt: skip
+        for seed in range(cfg.tune_seeds):
+            bests.append(train_curve(task, kind, lr, seed, cfg.steps, cfg.eval_every,
+                                     device=cfg.device, weight_decay=wd).best)
             bar.update(1)
         scores[point] = sum(bests) / len(bests)
     return min(scores, key=scores.get), scores
@@ -158,46 +180,47 @@ def plot(results: dict, path: Path) -> None:
     for ax in list(axes.flat)[len(tasks):]:
         ax.axis("off")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    write_figure(fig, path)
 
 
-def main(argv: list[str] | None = None) -> dict:
-    args = build_parser().parse_args(argv)
-    torch.set_num_threads(args.threads)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    learned = dict(item.split("=", 1) for item in args.learned)
-    baselines = [("adam", [(lr, 0.0) for lr in args.adam_grid]),
-                 ("sgdm", [(lr, 0.0) for lr in args.sgdm_grid])]  # fmt: skip
-    if args.adamw_wds:
-        baselines.append(("adamw", [(lr, wd) for lr in args.adam_grid for wd in args.adamw_wds]))
-    total = len(args.tasks) * (sum(len(g) for _, g in baselines) * args.tune_seeds
-                               + (len(baselines) + len(learned)) * args.seeds)  # fmt: skip
+def run(cfg: BenchmarkConfig) -> dict:
+    """Tune the baselines and train every optimizer on every task; the learned optimizers'
+    checkpoints and the output folder are checked before any training."""
+    torch.set_num_threads(cfg.threads)
+    learned = dict(item.split("=", 1) for item in cfg.learned)
+    loaded = {name: load_learned_optimizer(None if ckpt == "shipped" else ckpt)
+              for name, ckpt in learned.items()}
+    out = prepare_output(cfg.out, overwrite=cfg.overwrite, writes=OUTPUTS)
+    baselines = [("adam", [(lr, 0.0) for lr in cfg.adam_grid]),
+                 ("sgdm", [(lr, 0.0) for lr in cfg.sgdm_grid])]
+    if any(cfg.adamw_wds):
+        baselines.append(("adamw", [(lr, wd) for lr in cfg.adam_grid for wd in cfg.adamw_wds]))
+    total = len(cfg.tasks) * (sum(len(g) for _, g in baselines) * cfg.tune_seeds
+                              + (len(baselines) + len(learned)) * cfg.seeds)
     bar = tqdm(total=total, desc="benchmark")
     results: dict = {}
     t_start = time.time()
-    for name in args.tasks:
+    for name in cfg.tasks:
         task = get_task(name)
         runs: dict[str, list[Curve]] = {}
         lrs, grids = {}, {}
         wds = {}
         for kind, grid in baselines:
-            (lrs[kind], wds[kind]), grids[kind] = tune(task, kind, grid, args, bar)
+            (lrs[kind], wds[kind]), grids[kind] = tune(task, kind, grid, cfg, bar)
         for kind, _ in baselines:
             runs[kind] = []
-            for seed in range(args.seeds):
-                runs[kind].append(train_curve(task, kind, lrs[kind], seed, args.steps,
-                                              args.eval_every, device=args.device,
-                                              weight_decay=wds[kind]))  # fmt: skip
+            for seed in range(cfg.seeds):
+                runs[kind].append(train_curve(task, kind, lrs[kind], seed, cfg.steps,
+                                              cfg.eval_every, device=cfg.device,
+                                              weight_decay=wds[kind]))
                 bar.update(1)
-        for lname, ckpt in learned.items():
+        for lname, lopt in loaded.items():
             lrs[lname] = 1.0
             runs[lname] = []
-            for seed in range(args.seeds):
-                runs[lname].append(train_curve(
-                    task, "learned", 1.0, seed, args.steps, args.eval_every,
-                    checkpoint=None if ckpt == "shipped" else ckpt, device=args.device))
+            for seed in range(cfg.seeds):
+                runs[lname].append(train_curve(task, "learned", 1.0, seed, cfg.steps,
+                                               cfg.eval_every, checkpoint=lopt,
+                                               device=cfg.device))
                 bar.update(1)
         results[name] = {
             "summary": summarize(runs),
@@ -205,17 +228,21 @@ def main(argv: list[str] | None = None) -> dict:
             "curves": {k: {"lr": lrs[k], "weight_decay": wds.get(k, 0.0),
                            "runs": [asdict(c) for c in v]} for k, v in runs.items()},
         }
-        payload = {"config": vars(args), "results": results, "wall_s": time.time() - t_start}
-        (out / "benchmark.json").write_text(json.dumps(payload, indent=1))
+        payload = {"config": asdict(cfg), "results": results, "wall_s": time.time() - t_start}
+        write_json(out / "benchmark.json", payload)
         plot(results, out / "curves.png")
         s = results[name]["summary"]
         tqdm.write(f"{name}: " + "; ".join(
             f"{k} best {v['best_test_loss_mean']:.4f} reach {v['steps_to_adam_best']} "
             f"x{v['step_reduction_vs_adam'] or 0:.2f} "
             f"t/step x{v['optimizer_step_time_vs_adam']:.1f}"
-            for k, v in s.items() if isinstance(v, dict)))  # fmt: skip
+            for k, v in s.items() if isinstance(v, dict)))
     bar.close()
     return results
+
+
+def main(argv: list[str] | None = None) -> dict:
+    return cli.run(BenchmarkConfig, run, argv, prog="python -m lopt.benchmark", doc=__doc__)
 
 
 if __name__ == "__main__":

@@ -26,33 +26,35 @@ calibrated checkpoint (loadable by ``GMNOptimizer(model, checkpoint=...)``),
 
 from __future__ import annotations
 
-import argparse
 import copy
-import json
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
+from common import cli
+from common.errors import ConfigError
+from common.persistence import prepare_output, write_figure, write_json
 from lopt.baselines import train_curve
 from lopt.checkpoint import LearnedOptimizer, load_learned_optimizer, save_learned_optimizer
-from tasks import Task, TaskFamily, get_task_or_family
+from tasks import FAMILIES, TASKS, Task, TaskFamily, get_task_or_family
 from tasks.base import mix_seed
 
-__all__ = ["calibrate", "fold", "main", "valid_curve"]
+__all__ = ["CalibrateConfig", "calibrate", "fold", "main", "run", "valid_curve"]
 
 
 def valid_curve(lopt: LearnedOptimizer, task: Task, lr: float, weight_decay: float, run: int,
                 steps: int, eval_every: int, seed: int = 0,
-                device: torch.device | str = "cpu") -> list[float]:  # fmt: skip
+                device: torch.device | str = "cpu") -> list[float]:
     """Validation losses every ``eval_every`` steps of one run on a resampled split."""
     split = task.resplit(mix_seed(seed, 11, run) % (2**31))
     model_seed = mix_seed(seed, 12, run) % (2**31)
     curve = train_curve(split, "learned", lr, model_seed, steps, eval_every, checkpoint=lopt,
                         device=device, weight_decay=weight_decay,
-                        eval_data=split.pool("valid"))  # fmt: skip
+                        eval_data=split.pool("valid"))
     return curve.test_loss[1:]  # the first point is before training
 
 
@@ -71,7 +73,7 @@ def fold(lopt: LearnedOptimizer, lr: float, weight_decay: float) -> LearnedOptim
 def calibrate(lopt: LearnedOptimizer, task: Task | TaskFamily, lrs: list[float],
               weight_decays: list[float], steps: int = 600, runs: int = 4, eval_every: int = 20,
               seed: int = 0, device: torch.device | str = "cpu",
-              progress: bool = True) -> tuple[LearnedOptimizer, dict]:  # fmt: skip
+              progress: bool = True) -> tuple[LearnedOptimizer, dict]:
     """Grid-search ``(lr, weight_decay)`` on validation data; return the folded optimizer.
 
     ``task`` may be a :class:`~tasks.families.TaskFamily`: run ``r`` then trains its own task
@@ -99,7 +101,7 @@ def calibrate(lopt: LearnedOptimizer, task: Task | TaskFamily, lrs: list[float],
         curves[lr, wd] = []
         for r, run_task in enumerate(tasks):
             curves[lr, wd].append(valid_curve(lopt, run_task, lr, wd, r, steps, eval_every, seed,
-                                              device))  # fmt: skip
+                                              device))
             bar.update(1)
     bar.close()
     scale = [1.0] * runs
@@ -112,13 +114,13 @@ def calibrate(lopt: LearnedOptimizer, task: Task | TaskFamily, lrs: list[float],
         best = min(range(len(mean)), key=lambda i: (mean[i], i))
         grid.append({"lr": lr, "weight_decay": wd, "score": mean[best],
                      "best_step": (best + 1) * eval_every, "mean_valid_curve": mean,
-                     "run_best": [min(c) for c in curves[lr, wd]]})  # fmt: skip
+                     "run_best": [min(c) for c in curves[lr, wd]]})
     top = min(grid, key=lambda g: (g["score"], g["best_step"]))
     report = {"task": task.name, "run_tasks": [t.name for t in tasks], "normalized": family,
               "steps": steps, "runs": runs, "eval_every": eval_every, "seed": seed,
               "best": {"lr": top["lr"], "weight_decay": top["weight_decay"],
                        "score": top["score"], "best_step": top["best_step"]},
-              "grid": grid}  # fmt: skip
+              "grid": grid}
     return fold(lopt, top["lr"], top["weight_decay"]), report
 
 
@@ -148,53 +150,77 @@ def plot(report: dict, path: Path) -> None:
     ax.set_title(f"{what}, {report['task']}", fontsize=9)
     fig.colorbar(im, ax=ax)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    write_figure(fig, path)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m lopt.calibrate", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    p.add_argument("--checkpoint", required=True,
-                   help="learned optimizer to calibrate: a meta_train --out folder or 'shipped'")
-    p.add_argument("--out", required=True, help="folder for the calibrated checkpoint")
-    p.add_argument("--task", default="digits_mlp32",
-                   help="task, or task family (each run draws its own task), to calibrate on")
-    p.add_argument("--lrs", type=float, nargs="+", default=[0.5, 0.7, 1.0],
-                   help="lr multipliers to try (default 0.5 0.7 1)")
-    p.add_argument("--weight-decays", type=float, nargs="+", default=[0.0, 0.1, 0.3, 1.0, 3.0],
-                   help="decoupled weight decays to try (default 0 0.1 0.3 1 3)")
-    p.add_argument("--steps", type=int, default=600, help="inner steps per run (default 600)")
-    p.add_argument("--runs", type=int, default=4,
-                   help="runs per grid point, each on its own train/valid split (default 4)")
-    p.add_argument("--eval-every", type=int, default=20, help="steps between validations")
-    p.add_argument("--seed", type=int, default=0, help="seed of the splits and model inits")
-    p.add_argument("--device", default="cpu", help="torch device")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
-    return p
+@dataclass
+class CalibrateConfig:
+    """Options of ``python -m lopt.calibrate`` (each field is a ``--flag``)."""
+
+    checkpoint: str = cli.option("", "learned optimizer to calibrate: a meta_train --out "
+                                 "folder or 'shipped' (required)")
+    out: str = cli.option("", "folder for the calibrated checkpoint (required; refused when it "
+                          "holds files, unless --overwrite, and never the --checkpoint folder)")
+    overwrite: bool = cli.option(False, "replace what calibration writes in a non-empty --out")
+    task: str = cli.option("digits_mlp32", "task, or task family (each run draws its own task), "
+                           "to calibrate on", choices=sorted(TASKS) + sorted(FAMILIES))
+    lrs: list[float] = cli.option([0.5, 0.7, 1.0], "lr multipliers to try", check=cli.positive)
+    weight_decays: list[float] = cli.option([0.0, 0.1, 0.3, 1.0, 3.0],
+                                            "decoupled weight decays to try",
+                                            check=cli.nonnegative)
+    steps: int = cli.option(600, "inner steps per run", check=cli.positive)
+    runs: int = cli.option(4, "runs per grid point, each on its own train/valid split",
+                           check=cli.positive)
+    eval_every: int = cli.option(20, "steps between validations", check=cli.positive)
+    seed: int = cli.option(0, "seed of the splits and model inits")
+    device: str = cli.option("cpu", "torch device")
+    threads: int = cli.option(1, "torch CPU threads", check=cli.positive)
+
+    def check(self) -> None:
+        for name in ("checkpoint", "out"):
+            if not getattr(self, name):
+                raise ConfigError(f"--{name} is required")
+        if self.steps < self.eval_every:
+            raise ConfigError(f"--steps ({self.steps}) must be at least --eval-every "
+                              f"({self.eval_every})")
+        if self.checkpoint != "shipped" and _same_folder(self.checkpoint, self.out):
+            raise ConfigError(f"--out {self.out} is the --checkpoint folder: calibration would "
+                              "overwrite the meta-trained weights; choose another --out")
 
 
-def main(argv: list[str] | None = None) -> dict:
-    args = build_parser().parse_args(argv)
-    torch.set_num_threads(args.threads)
-    task = get_task_or_family(args.task)
-    ckpt = None if args.checkpoint == "shipped" else args.checkpoint
-    lopt = load_learned_optimizer(ckpt, device=args.device)
+OUTPUTS = ("lopt.safetensors", "lopt.json", "calibration.json", "calibration.png")
+
+
+def _same_folder(a: str, b: str) -> bool:
+    pa, pb = Path(a), Path(b)
+    pa = pa.parent if pa.is_file() else pa
+    return pa.resolve() == pb.resolve()
+
+
+def run(cfg: CalibrateConfig) -> dict:
+    """Calibrate as configured: checks the task, checkpoint and folder before any training."""
+    torch.set_num_threads(cfg.threads)
+    task = get_task_or_family(cfg.task)
+    lopt = load_learned_optimizer(None if cfg.checkpoint == "shipped" else cfg.checkpoint,
+                                  device=cfg.device)
+    out = prepare_output(cfg.out, overwrite=cfg.overwrite, writes=OUTPUTS)
     t0 = time.time()
-    calibrated, report = calibrate(lopt, task, args.lrs, args.weight_decays,
-                                   args.steps, args.runs, args.eval_every, args.seed,
-                                   args.device)  # fmt: skip
-    report["checkpoint"] = args.checkpoint
+    calibrated, report = calibrate(lopt, task, cfg.lrs, cfg.weight_decays, cfg.steps, cfg.runs,
+                                   cfg.eval_every, cfg.seed, cfg.device)
+    report["checkpoint"] = cfg.checkpoint
     report["wall_s"] = time.time() - t0
     calibrated.extra = {**calibrated.extra, "calibration": report["best"]}
-    out = Path(args.out)
     save_learned_optimizer(calibrated, out)
-    (out / "calibration.json").write_text(json.dumps(report, indent=1))
+    write_json(out / "calibration.json", report)
     plot(report, out / "calibration.png")
     b = report["best"]
     tqdm.write(f"calibrated: lr x{b['lr']:g}, weight decay +{b['weight_decay']:g} "
                f"(best mean valid loss {b['score']:.4f} at step {b['best_step']}) -> {out}")
     return report
+
+
+def main(argv: list[str] | None = None) -> dict:
+    return cli.run(CalibrateConfig, run, argv, prog="python -m lopt.calibrate", doc=__doc__)
 
 
 if __name__ == "__main__":

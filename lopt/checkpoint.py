@@ -6,32 +6,42 @@ A checkpoint folder (what ``python -m lopt.meta_train --out FOLDER`` writes, and
     lopt.safetensors   net weights under "net.*", meta-learned scalars under "scales.*"
     lopt.json          {"net_kind", "net": hparams, "update": UpdateConfig, ...extra}
 
-Files are written atomically (temporary file, then ``os.replace``), so a killed run never
-leaves a half-written checkpoint behind.
+Both files are written as one transaction (:func:`common.persistence.write_checkpoint`), so a
+killed run never leaves a half-written checkpoint or a pair from two different steps, and
+loading validates every file and field (:class:`CheckpointError` names them).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
-from importlib import resources
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from lopt.nets import build_net
+from common.persistence import (
+    PersistenceError,
+    has_checkpoint,
+    json_bytes,
+    parse_json,
+    parse_tensors,
+    read_checkpoint,
+    read_shipped,
+    require,
+    tensor_bytes,
+    write_checkpoint,
+)
+from graphs import params as graph_params
+from lopt.nets import NET_KINDS, build_net
 from lopt.update import UpdateConfig, init_scales
 
 __all__ = [
     "CheckpointError",
     "LearnedOptimizer",
-    "atomic_write_json",
-    "atomic_save_tensors",
+    "checkpoint_files",
+    "learned_optimizer_from",
     "load_learned_optimizer",
     "save_learned_optimizer",
     "SHIPPED",
@@ -43,7 +53,7 @@ SHIPPED = "default"
 """Name of the shipped checkpoint inside the ``lopt.weights`` package."""
 
 
-class CheckpointError(ValueError):
+class CheckpointError(PersistenceError):
     """A checkpoint is missing, malformed, or does not fit the net its config describes."""
 
 
@@ -68,11 +78,11 @@ class LearnedOptimizer:
 
     @classmethod
     def fresh(cls, net_kind: str = "gmn", hidden: int = 32, layers: int = 2,
-              update: UpdateConfig | None = None, seed: int = 0) -> LearnedOptimizer:  # fmt: skip
+              update: UpdateConfig | None = None, seed: int = 0) -> LearnedOptimizer:
         """An untrained learned optimizer (behaves exactly like Adam, step ``alpha_init``)."""
         update = update or UpdateConfig()
         hp = dict(in_channels=update.in_channels, out_channels=update.out_channels,
-                  hidden=hidden, layers=layers)  # fmt: skip
+                  hidden=hidden, layers=layers)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             net = build_net(net_kind, hp)
@@ -92,7 +102,7 @@ class LearnedOptimizer:
             self.update = replace(self.update, weight_decay_init=omega)
         ref = self.scales["log_alpha"]
         self.scales["log_weight_decay"] = torch.tensor(math.log(omega), dtype=ref.dtype,
-                                                       device=ref.device)  # fmt: skip
+                                                       device=ref.device)
 
     def weights(self) -> dict[str, Tensor]:
         """The net's parameters and buffers as a flat dict (for ``functional_call``)."""
@@ -100,55 +110,61 @@ class LearnedOptimizer:
 
     def config(self) -> dict:
         return {"net_kind": self.net_kind, "net": self.net.hparams(),
-                "update": asdict(self.update), **self.extra}  # fmt: skip
+                "update": asdict(self.update), **self.extra}
 
 
-def atomic_write_json(path: str | os.PathLike, obj) -> None:
-    """Write JSON to ``path`` via a temporary file and ``os.replace``."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
-    os.replace(tmp, path)
-
-
-def atomic_save_tensors(path: str | os.PathLike, tensors: Mapping[str, Tensor],
-                        metadata: Mapping[str, str] | None = None) -> None:  # fmt: skip
-    """``safetensors`` save via a temporary file and ``os.replace``."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp),
-              metadata=dict(metadata) if metadata else None)  # fmt: skip
-    os.replace(tmp, path)
+def checkpoint_files(lopt: LearnedOptimizer) -> dict[str, bytes]:
+    """``{lopt.safetensors, lopt.json}`` contents: what :func:`save_learned_optimizer` writes
+    (and what meta-training puts into each checkpoint transaction)."""
+    tensors = {f"net.{k}": v for k, v in lopt.weights().items()}
+    tensors.update({f"scales.{k}": v for k, v in lopt.scales.items()})
+    return {WEIGHTS_FILE: tensor_bytes(tensors), CONFIG_FILE: json_bytes(lopt.config())}
 
 
 def save_learned_optimizer(lopt: LearnedOptimizer, folder: str | os.PathLike) -> Path:
-    """Write ``lopt.safetensors`` and ``lopt.json`` into ``folder`` (created if needed)."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    tensors = {f"net.{k}": v for k, v in lopt.weights().items()}
-    tensors.update({f"scales.{k}": v for k, v in lopt.scales.items()})
-    atomic_save_tensors(folder / WEIGHTS_FILE, tensors)
-    atomic_write_json(folder / CONFIG_FILE, lopt.config())
-    return folder
+    """Write ``lopt.safetensors`` and ``lopt.json`` into ``folder`` (created if needed), both
+    or neither (:func:`common.persistence.write_checkpoint`)."""
+    return write_checkpoint(folder, checkpoint_files(lopt))
 
 
-def _read(folder) -> tuple[dict, dict[str, Tensor]]:
+def _read(folder) -> tuple[str, dict, dict[str, Tensor]]:
+    """``(where, config, tensors)`` of the shipped weights (``None``) or a folder."""
     if folder is None:
-        pkg = resources.files("lopt.weights")
-        config_text = pkg.joinpath(f"{SHIPPED}.json").read_text()
-        with resources.as_file(pkg.joinpath(f"{SHIPPED}.safetensors")) as p:
-            tensors = load_file(str(p))
-        return json.loads(config_text), tensors
+        config, tensors = read_shipped("lopt.weights", SHIPPED)
+        return "shipped weights lopt/weights/default", config, tensors
     folder = Path(folder)
     if folder.is_file():  # accept the .safetensors or .json path itself
         folder = folder.parent
-    cfg_path, w_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
-    if not cfg_path.exists() or not w_path.exists():
+    if not has_checkpoint(folder, (CONFIG_FILE, WEIGHTS_FILE)):
         raise CheckpointError(
             f"{folder} is not a learned-optimizer checkpoint: expected {CONFIG_FILE} and "
             f"{WEIGHTS_FILE} (written by python -m lopt.meta_train --out {folder})"
         )
-    return json.loads(cfg_path.read_text()), load_file(str(w_path))
+    blobs = read_checkpoint(folder, (CONFIG_FILE, WEIGHTS_FILE))
+    config = parse_json(blobs[CONFIG_FILE].decode(), str(folder / CONFIG_FILE))
+    tensors = parse_tensors(blobs[WEIGHTS_FILE], str(folder / WEIGHTS_FILE))
+    return str(folder), config, tensors
+
+
+def _parse_config(config: dict, where: str) -> tuple[str, dict, UpdateConfig]:
+    """``(net_kind, net hparams, update config)``, each field checked; errors name it."""
+    where = f"{where}/{CONFIG_FILE}" if not where.startswith("shipped") else where
+    kind = config.get("net_kind", "gmn") if isinstance(config, dict) else None
+    if kind not in NET_KINDS:
+        raise CheckpointError(f"{where}: field 'net_kind' = {kind!r} is not one of "
+                              f"{sorted(NET_KINDS)}")
+    hp = require(config, "net", dict, where)
+    for key, value in hp.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)) or (
+                isinstance(value, int) and value < 1):
+            raise CheckpointError(f"{where}: field 'net.{key}' = {value!r} is not accepted "
+                                  "(net sizes are positive integers)")
+    raw = require(config, "update", dict, where)
+    try:
+        update = UpdateConfig.from_dict(raw)
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{where}: field 'update' is not accepted: {err}") from err
+    return kind, hp, update
 
 
 def load_learned_optimizer(
@@ -157,16 +173,30 @@ def load_learned_optimizer(
     """Load a checkpoint folder, or the shipped weights when ``folder`` is ``None``.
 
     Raises:
-        CheckpointError: files missing, or tensors whose names / shapes do not match the net
-            that the JSON config describes.
+        CheckpointError: files missing or malformed, a config field the code does not accept,
+            non-finite tensors, or tensors whose names / shapes do not match the net that the
+            JSON config describes; the message names the file and the field.
     """
-    config, tensors = _read(folder)
     try:
-        update = UpdateConfig.from_dict(config["update"])
-        kind = config.get("net_kind", "gmn")
-        net = build_net(kind, config["net"])
-    except (KeyError, TypeError) as err:
-        raise CheckpointError(f"malformed learned-optimizer config: {err}") from err
+        where, config, tensors = _read(folder)
+    except PersistenceError as err:
+        raise CheckpointError(str(err)) from None
+    return learned_optimizer_from(where, config, tensors, device)
+
+
+def learned_optimizer_from(where: str, config: dict, tensors: dict[str, Tensor],
+                           device: torch.device | str | None = None) -> LearnedOptimizer:
+    """The learned optimizer of a parsed ``lopt.json`` and ``lopt.safetensors`` (read from
+    ``where``, named in errors); see :func:`load_learned_optimizer`."""
+    try:
+        kind, hp, update = _parse_config(config, where)
+    except PersistenceError as err:
+        raise CheckpointError(str(err)) from None
+    try:
+        net = build_net(kind, hp)
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{where}: field 'net' = {hp} does not build a {kind}: {err}"
+                              ) from err
     scales = init_scales(update)
     expected = {f"net.{k}": v for k, v in net.state_dict().items()}
     expected.update({f"scales.{k}": v for k, v in scales.items()})
@@ -175,19 +205,19 @@ def load_learned_optimizer(
     wrong = [
         f"{k}: checkpoint {tuple(tensors[k].shape)} vs net {tuple(v.shape)}"
         for k, v in expected.items() if k in tensors and tensors[k].shape != v.shape
-    ]  # fmt: skip
+    ]
     if missing or unexpected or wrong:
-        where = "shipped weights" if folder is None else str(folder)
         raise CheckpointError(
             f"checkpoint {where} does not match the {kind} described by its config "
-            f"{config['net']}: shape mismatches {wrong[:5]}, missing {missing[:5]}, "
+            f"{hp}: shape mismatches {wrong[:5]}, missing {missing[:5]}, "
             f"unexpected {unexpected[:5]}"
         )
     net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
-    scales = {k[7:]: v.clone() for k, v in tensors.items() if k.startswith("scales.")}
+    # in init_scales' order: the outer learner's Adam state is restored by position
+    scales = {k: tensors[f"scales.{k}"].clone() for k in scales}
     extra = {k: v for k, v in config.items() if k not in ("net_kind", "net", "update")}
     lopt = LearnedOptimizer(net, scales, update, kind, extra)
     if device is not None:
         lopt.net.to(device)
-        lopt.scales = {k: v.to(device) for k, v in lopt.scales.items()}
+        lopt.scales = graph_params.to(lopt.scales, device)
     return lopt

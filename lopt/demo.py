@@ -8,46 +8,58 @@ initialisation and on the same batches; prints both test losses and writes
 
 from __future__ import annotations
 
-import argparse
-import json
-from pathlib import Path
+from dataclasses import asdict, dataclass
 
 import torch
 
+from common import cli
+from common.errors import ConfigError
+from common.persistence import prepare_output, write_figure, write_json
 from lopt.baselines import train_curve
-from tasks import get_task
+from lopt.checkpoint import load_learned_optimizer
+from tasks import TASKS, get_task
 
 
-def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(prog="python -m lopt.demo", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    p.add_argument("--task", default="digits_mlp32", help="task name (default digits_mlp32)")
-    p.add_argument("--steps", type=int, default=1000, help="training steps (default 1000)")
-    p.add_argument("--seed", type=int, default=0, help="model-init and data seed (default 0)")
-    p.add_argument("--adam-lr", type=float, default=3.5e-3, help="Adam lr (default 3.5e-3)")
-    p.add_argument("--checkpoint", default=None,
-                   help="learned-optimizer folder from meta_train (default: shipped weights)")
-    p.add_argument("--out", default="runs/lopt_demo", help="output folder")
-    p.add_argument("--eval-every", type=int, default=20, help="steps between test evaluations")
-    args = p.parse_args(argv)
+@dataclass
+class DemoConfig:
+    """Options of ``python -m lopt.demo`` (each field is a ``--flag``)."""
+
+    task: str = cli.option("digits_mlp32", "task name", choices=sorted(TASKS))
+    steps: int = cli.option(1000, "training steps", check=cli.positive)
+    seed: int = cli.option(0, "model-init and data seed")
+    adam_lr: float = cli.option(3.5e-3, "Adam lr", check=cli.positive)
+    checkpoint: str = cli.option("shipped", "learned-optimizer folder from meta_train, or "
+                                 "'shipped' (the shipped weights)")
+    out: str = cli.option("runs/lopt_demo", "output folder (re-running replaces the demo's own "
+                          "files; a folder holding anything else is refused)")
+    eval_every: int = cli.option(20, "steps between test evaluations", check=cli.positive)
+
+    def check(self) -> None:
+        if self.steps < self.eval_every:
+            raise ConfigError(f"--steps ({self.steps}) must be at least --eval-every "
+                              f"({self.eval_every})")
+
+
+def run(cfg: DemoConfig) -> dict:
+    """Train the task's model with the learned optimizer and with Adam; table and figure."""
     torch.set_num_threads(1)  # tiny models: more threads only add overhead on a shared CPU
-    task = get_task(args.task)
+    lopt = load_learned_optimizer(None if cfg.checkpoint == "shipped" else cfg.checkpoint)
+    out = prepare_output(cfg.out, writes=["demo.json", "curves.png"], rerun=True)
+    task = get_task(cfg.task)
     curves = {
-        "GMNOptimizer": train_curve(task, "learned", 1.0, args.seed, args.steps,
-                                    args.eval_every, checkpoint=args.checkpoint),
-        f"Adam (lr {args.adam_lr:g})": train_curve(task, "adam", args.adam_lr, args.seed,
-                                                   args.steps, args.eval_every),
-    }  # fmt: skip
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+        "GMNOptimizer": train_curve(task, "learned", 1.0, cfg.seed, cfg.steps, cfg.eval_every,
+                                    checkpoint=lopt),
+        f"Adam (lr {cfg.adam_lr:g})": train_curve(task, "adam", cfg.adam_lr, cfg.seed,
+                                                  cfg.steps, cfg.eval_every),
+    }
     summary = {}
     for name, c in curves.items():
         summary[name] = {"final_test_loss": c.test_loss[-1], "best_test_loss": c.best,
                          "best_step": c.steps[c.test_loss.index(c.best)],
-                         "optimizer_step_ms": 1e3 * c.step_time_s}  # fmt: skip
+                         "optimizer_step_ms": 1e3 * c.step_time_s}
         print(f"{name:>20}: final test loss {c.test_loss[-1]:.4f}, best {c.best:.4f} "
               f"(step {summary[name]['best_step']}), optimizer step "
-              f"{1e3 * c.step_time_s:.2f} ms")  # fmt: skip
+              f"{1e3 * c.step_time_s:.2f} ms")
 
     import matplotlib
 
@@ -59,17 +71,20 @@ def main(argv: list[str] | None = None) -> dict:
         ax.plot(c.steps, c.test_loss, label=name)
     ax.set_yscale("log")
     ax.set_xlabel("step")
-    ax.set_ylabel(f"test loss ({args.task})")
+    ax.set_ylabel(f"test loss ({cfg.task})")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out / "curves.png", dpi=110)
-    plt.close(fig)
-    payload = {"config": vars(args), "summary": summary,
+    write_figure(fig, out / "curves.png")
+    payload = {"config": asdict(cfg), "summary": summary,
                "curves": {k: {"steps": c.steps, "test_loss": c.test_loss}
-                          for k, c in curves.items()}}  # fmt: skip
-    (out / "demo.json").write_text(json.dumps(payload, indent=1))
+                          for k, c in curves.items()}}
+    write_json(out / "demo.json", payload)
     print(f"figure: {out / 'curves.png'}")
     return payload
+
+
+def main(argv: list[str] | None = None) -> dict:
+    return cli.run(DemoConfig, run, argv, prog="python -m lopt.demo", doc=__doc__)
 
 
 if __name__ == "__main__":

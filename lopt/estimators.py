@@ -13,20 +13,29 @@ and ``(params, state)`` is the inner run advanced by the unperturbed learned opt
 
   an unbiased gradient of the Gaussian-smoothed truncated meta-loss; it needs no backward
   pass and tolerates chaotic unrolls where backprop gradients explode.
+
+Meta-training sees them through one small interface, :class:`Estimator`: an object built
+from the meta-training config by the registry :data:`ESTIMATORS` (``--estimator NAME``),
+whose ``estimate(net, meta, run, length, key)`` returns the triple above; ``key`` (outer
+step, slot) seeds any noise, so every rank and every resume draws the same.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import Tensor, nn
 from torch.func import grad_and_value, vmap
 
+from graphs import params as graph_params
 from lopt.unroll import InnerRun, unroll
 from lopt.update import State, UpdateConfig
+from tasks.base import mix_seed
 
-__all__ = ["es_estimate", "tbptt_estimate"]
+__all__ = ["ESTIMATORS", "ES", "Estimator", "TBPTT", "es_estimate", "tbptt_estimate"]
 
 Meta = Mapping[str, Mapping[str, Tensor]]
 
@@ -34,7 +43,7 @@ Meta = Mapping[str, Mapping[str, Tensor]]
 def tbptt_estimate(
     net: nn.Module, meta: Meta, run: InnerRun, length: int, cfg: UpdateConfig,
     objective: str = "valid", meta_loss: str = "linear",
-) -> tuple[Tensor, dict, tuple[dict, State]]:  # fmt: skip
+) -> tuple[Tensor, dict, tuple[dict, State]]:
     """Truncated-backprop meta-gradient of one truncation of ``run``."""
 
     def f(m):
@@ -48,7 +57,7 @@ def tbptt_estimate(
 def es_estimate(net: nn.Module, meta: Meta, run: InnerRun, length: int, cfg: UpdateConfig,
                 objective: str = "valid", sigma: float = 0.01, pairs: int = 4,
                 generator: torch.Generator | None = None, meta_loss: str = "linear",
-                ) -> tuple[Tensor, dict, tuple[dict, State]]:  # fmt: skip
+                ) -> tuple[Tensor, dict, tuple[dict, State]]:
     """Antithetic evolution-strategies estimate (``2 * pairs + 1`` unrolls, no backward).
 
     The ``2 * pairs`` perturbed learned optimizers are a population too: their unrolls run
@@ -56,9 +65,9 @@ def es_estimate(net: nn.Module, meta: Meta, run: InnerRun, length: int, cfg: Upd
     trains its own copy of ``run``'s inner networks).
     """
     z = {g: {k: torch.randn((pairs, *v.shape), generator=generator, dtype=v.dtype).to(v.device)
-             for k, v in d.items()} for g, d in meta.items()}  # fmt: skip
+             for k, v in d.items()} for g, d in meta.items()}
     perturbed = {g: {k: torch.cat([v + sigma * z[g][k], v - sigma * z[g][k]])
-                     for k, v in d.items()} for g, d in meta.items()}  # fmt: skip
+                     for k, v in d.items()} for g, d in meta.items()}
 
     def perturbed_loss(m):
         return unroll(net, m, run, length, cfg, objective, meta_loss)[0]
@@ -72,9 +81,54 @@ def es_estimate(net: nn.Module, meta: Meta, run: InnerRun, length: int, cfg: Upd
 
 
 def _detach(params: dict, state: State) -> tuple[dict, State]:
-    def d(x):
-        if isinstance(x, dict):
-            return {k: d(v) for k, v in x.items()}
-        return x.detach()
+    return graph_params.detach(params), graph_params.detach(state)
 
-    return d(params), d(state)
+
+Estimate = tuple[Tensor, dict, tuple[dict, State]]
+
+
+class Estimator(Protocol):
+    """A meta-gradient estimator over one truncation of an inner run."""
+
+    def estimate(self, net: nn.Module, meta: Meta, run: InnerRun, length: int,
+                 key: tuple[int, int]) -> Estimate:
+        """``(meta_loss, grads like meta, (params, state) advanced by length steps)``."""
+        ...
+
+
+@dataclass(frozen=True)
+class TBPTT:
+    """Truncated backpropagation through the unroll (:func:`tbptt_estimate`)."""
+
+    update: UpdateConfig
+    objective: str = "valid"
+    meta_loss: str = "linear"
+
+    def estimate(self, net, meta, run, length, key) -> Estimate:
+        return tbptt_estimate(net, meta, run, length, self.update, self.objective,
+                              self.meta_loss)
+
+
+@dataclass(frozen=True)
+class ES:
+    """Antithetic evolution strategies (:func:`es_estimate`), noise seeded by ``(seed, key)``."""
+
+    update: UpdateConfig
+    objective: str = "valid"
+    meta_loss: str = "linear"
+    sigma: float = 0.01
+    pairs: int = 4
+    seed: int = 0
+
+    def estimate(self, net, meta, run, length, key) -> Estimate:
+        gen = torch.Generator().manual_seed(mix_seed(self.seed, *key, 7))
+        return es_estimate(net, meta, run, length, self.update, self.objective, self.sigma,
+                           self.pairs, gen, self.meta_loss)
+
+
+ESTIMATORS: dict[str, Callable[..., Estimator]] = {
+    "tbptt": lambda update, cfg: TBPTT(update, cfg.objective, cfg.meta_loss),
+    "es": lambda update, cfg: ES(update, cfg.objective, cfg.meta_loss, cfg.es_sigma,
+                                 cfg.es_pairs, cfg.seed),
+}
+"""``--estimator`` name -> factory ``(update_config, meta_train_config) -> Estimator``."""

@@ -68,8 +68,29 @@ class UpdateConfig:
     weight_decay_init: float = 0.0
 
     def __post_init__(self) -> None:
+        def bad(name: str, value, need: str):
+            raise ValueError(f"{name} must be {need}, got {value!r}")
+
+        numbers = [("second_moment_decay", self.second_moment_decay), ("eps", self.eps),
+                   ("alpha_init", self.alpha_init), ("beta_dir_init", self.beta_dir_init),
+                   ("beta_scale_init", self.beta_scale_init),
+                   ("weight_decay_init", self.weight_decay_init)]  # fmt: skip
+        numbers += [("momentum_decays", b) for b in self.momentum_decays]
+        numbers += [("step_taus", t) for t in self.step_taus]
+        for name, value in numbers:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(
+                    value):  # fmt: skip
+                bad(name, value, "a finite number")
+        if not self.momentum_decays:
+            bad("momentum_decays", self.momentum_decays, "non-empty")
+        for b in (*self.momentum_decays, self.second_moment_decay):
+            if not 0 <= b < 1:  # a decay of 1 never forgets its zero start: division by 0
+                bad("a decay", b, "in [0, 1)")
+        for name, value in numbers[1:5] + [("step_taus", t) for t in self.step_taus]:
+            if value <= 0:
+                bad(name, value, "positive")
         if self.weight_decay_init < 0:
-            raise ValueError(f"weight_decay_init must be >= 0, got {self.weight_decay_init}")
+            bad("weight_decay_init", self.weight_decay_init, ">= 0")
 
     @property
     def in_channels(self) -> int:

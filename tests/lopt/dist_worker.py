@@ -10,11 +10,12 @@ import sys
 
 import torch
 
+import lopt.estimators as est
 import lopt.meta_train as mt
 
 mode, bad_rank, bad_step = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 flags = sys.argv[sys.argv.index("--") + 1:]
-original = mt.tbptt_estimate
+original = est.tbptt_estimate
 calls = {"n": 0}
 slots_per_rank = 1  # the tests run --tasks-per-step equal to the number of processes
 
@@ -26,9 +27,9 @@ def faulty(*args, **kwargs):
         if mode == "raise":
             raise RuntimeError("injected failure")
         grads = {g: {k: torch.full_like(v, float("nan")) for k, v in d.items()}
-                 for g, d in grads.items()}  # fmt: skip
+                 for g, d in grads.items()}
     return loss, grads, state
 
 
-mt.tbptt_estimate = faulty
+est.tbptt_estimate = faulty
 mt.main(flags)

@@ -34,7 +34,7 @@ def test_fold_bakes_lr_and_weight_decay_into_the_default(task, learned_wd):
 def test_calibrate_picks_the_lowest_validation_curve(task):
     lo = random_lopt(dtype=torch.float32, alpha=1e-3)
     cal, report = calibrate(lo, task, [0.01, 1.0], [0.0], steps=20, runs=1, eval_every=10,
-                            progress=False)  # fmt: skip
+                            progress=False)
     scores = {g["lr"]: g["score"] for g in report["grid"]}
     assert report["best"]["lr"] == min(scores, key=scores.get) == 1.0  # lr x0.01 barely moves
     assert len(report["grid"][0]["mean_valid_curve"]) == 2
@@ -67,10 +67,39 @@ def test_set_weight_decay_adds_or_replaces_the_scalar():
         lo.set_weight_decay(0.0)
 
 
-def test_cli_rejects_an_unknown_task_before_writing_anything(tmp_path):
-    with pytest.raises(KeyError, match="unknown task or task family 'nope'.*families"):
-        main(["--checkpoint", "shipped", "--out", str(tmp_path / "cal"), "--task", "nope"])
+@pytest.mark.parametrize("argv, flag", [
+    (["--task", "nope"], "--task"), (["--lrs", "0"], "--lrs"), (["--steps", "0"], "--steps"),
+    (["--weight-decays", "-1"], "--weight-decays"), (["--runs", "0"], "--runs"),
+    (["--checkpoint", ""], "--checkpoint"), (["--eval-every", "0"], "--eval-every"),
+])
+def test_cli_rejects_bad_values_before_writing_anything(tmp_path, capsys, argv, flag):
+    with pytest.raises(SystemExit) as exc:
+        main(["--checkpoint", "shipped", "--out", str(tmp_path / "cal"), *argv])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err.count("\n") == 1 and flag in err
     assert not (tmp_path / "cal").exists()
+
+
+def _snapshot(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_cli_never_overwrites_the_checkpoint_or_a_folder_with_files(tmp_path, capsys):
+    from lopt import load_learned_optimizer, save_learned_optimizer
+
+    ckpt = save_learned_optimizer(load_learned_optimizer(), tmp_path / "ckpt")
+    before = _snapshot(ckpt)
+    for source, out in ((ckpt, ckpt), (ckpt / "lopt.json", ckpt),
+                        (ckpt, tmp_path / "ckpt" / ".." / "ckpt")):
+        with pytest.raises(SystemExit):
+            main(["--checkpoint", str(source), "--out", str(out), "--steps", "20"])
+        assert "--checkpoint folder" in capsys.readouterr().err
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "mine.txt").write_text("x")
+    with pytest.raises(SystemExit):
+        main(["--checkpoint", str(ckpt), "--out", str(tmp_path / "other"), "--steps", "20"])
+    assert "--overwrite" in capsys.readouterr().err
+    assert _snapshot(ckpt) == before and _snapshot(tmp_path / "other") == {"mine.txt": b"x"}
 
 
 def test_cli_writes_a_loadable_checkpoint_and_report(tmp_path, task):
@@ -78,7 +107,7 @@ def test_cli_writes_a_loadable_checkpoint_and_report(tmp_path, task):
 
     meta_main(["--task", "digits_mlp32", "--truncation", "2", "--horizon", "4", "--hidden", "4",
                "--layers", "1", "--tasks-per-step", "1", "--threads", "1", "--steps", "1",
-               "--out", str(tmp_path / "raw")])  # fmt: skip
+               "--out", str(tmp_path / "raw")])
     main(["--checkpoint", str(tmp_path / "raw"), "--out", str(tmp_path / "cal"), "--lrs", "1",
           "--weight-decays", "0", "0.5", "--steps", "10", "--runs", "1", "--eval-every", "5"])
     report = json.loads((tmp_path / "cal" / "calibration.json").read_text())
@@ -94,15 +123,15 @@ def test_calibrating_on_a_family_weighs_every_run_by_its_own_best():
     from tasks.families import MixtureFamily, MLPFamily, TransformerFamily
 
     family = MixtureFamily("m", (MLPFamily("a", widths=(8,), depths=(1,)),
-                                 TransformerFamily("b", dims=(8,), depths=(1,))))  # fmt: skip
+                                 TransformerFamily("b", dims=(8,), depths=(1,))))
     lo = random_lopt(dtype=torch.float32, alpha=1e-3)
     _, report = calibrate(lo, family, [0.01, 1.0], [0.0], steps=10, runs=4, eval_every=5,
-                          progress=False)  # fmt: skip
+                          progress=False)
     assert report["normalized"] and len(set(report["run_tasks"])) >= 2
     assert {n.split("/")[1] for n in report["run_tasks"]} == {"a", "b"}
     raw = {(g["lr"], g["weight_decay"]): [valid_curve(lo, t, g["lr"], g["weight_decay"], r, 10, 5)
                                           for r, t in enumerate(family.sample_many(4, 0))]
-           for g in report["grid"]}  # fmt: skip
+           for g in report["grid"]}
     best_per_run = [min(min(c[r]) for c in raw.values()) for r in range(4)]
     for g in report["grid"]:  # each run's curve over its best anywhere on the grid
         runs = raw[g["lr"], g["weight_decay"]]

@@ -10,7 +10,15 @@ from tasks import get_task
 from tests.lopt.helpers import train
 
 TINY = ["--task", "digits_mlp32", "--truncation", "2", "--horizon", "4", "--hidden", "4",
-        "--layers", "1", "--tasks-per-step", "1", "--threads", "1"]  # fmt: skip
+        "--layers", "1", "--tasks-per-step", "1", "--threads", "1"]
+
+
+def tiny(*extra: str) -> list[str]:
+    """TINY plus ``extra``; ``--init`` brings its own net, so the net flags are left out."""
+    if "--init" in extra:
+        return [a for i, a in enumerate(TINY) if a not in ("--hidden", "--layers")
+                and TINY[i - 1] not in ("--hidden", "--layers")] + list(extra)
+    return [*TINY, *extra]
 
 
 def test_help_documents_every_option(capsys):
@@ -19,7 +27,7 @@ def test_help_documents_every_option(capsys):
     text = capsys.readouterr().out
     for flag in ["--task", "--steps", "--out", "--resume", "--tasks-per-step", "--truncation",
                  "--horizon", "--hidden", "--layers", "--seed", "--objective", "--estimator",
-                 "--model"]:  # fmt: skip
+                 "--model"]:
         assert flag in text
 
 
@@ -27,7 +35,7 @@ def test_two_outer_steps_give_a_loadable_checkpoint(tmp_path):
     out = tmp_path / "run"
     main([*TINY, "--steps", "2", "--out", str(out)])
     for name in ["lopt.safetensors", "lopt.json", "train_state.json", "log.csv",
-                 "meta_loss.png", "config.json"]:  # fmt: skip
+                 "meta_loss.png", "config.json"]:
         assert (out / name).exists(), name
     cfg = json.loads((out / "lopt.json").read_text())
     assert cfg["outer_step"] == 2 and cfg["net"]["hidden"] == 4
@@ -61,9 +69,9 @@ def test_resume_continues_exactly(tmp_path):
     ["--init", "shipped", "--valid-split", "fixed"],
     ["--weight-decay-init", "0.01"],
     ["--task", "seq_transformer_family"],  # attention needs a twice-differentiable kernel
-])  # fmt: skip
+])
 def test_variants_run(tmp_path, extra):
-    main([*TINY, "--steps", "1", "--out", str(tmp_path), *extra])
+    main(tiny("--steps", "1", "--out", str(tmp_path), *extra))
     cfg = json.loads((tmp_path / "lopt.json").read_text())
     assert cfg["outer_step"] == 1
     if "--init" in extra:  # fine-tuning the shipped optimizer keeps its architecture
@@ -79,21 +87,21 @@ def test_variants_run(tmp_path, extra):
 def test_init_adds_a_learned_weight_decay_to_a_checkpoint_without_one(tmp_path):
     main([*TINY, "--steps", "1", "--out", str(tmp_path / "a")])
     assert "scales.log_weight_decay" not in load_file(str(tmp_path / "a" / "lopt.safetensors"))
-    main([*TINY, "--steps", "1", "--out", str(tmp_path / "b"), "--init", str(tmp_path / "a"),
-          "--weight-decay-init", "0.02"])  # fmt: skip
+    main(tiny("--steps", "1", "--out", str(tmp_path / "b"), "--init", str(tmp_path / "a"),
+              "--weight-decay-init", "0.02"))
     tensors = load_file(str(tmp_path / "b" / "lopt.safetensors"))
     assert float(tensors["scales.log_weight_decay"].exp()) == pytest.approx(0.02, rel=0.05)
     # a checkpoint that has one keeps its own value
-    main([*TINY, "--steps", "1", "--out", str(tmp_path / "c"), "--init", str(tmp_path / "b"),
-          "--weight-decay-init", "5"])  # fmt: skip
+    main(tiny("--steps", "1", "--out", str(tmp_path / "c"), "--init", str(tmp_path / "b"),
+              "--weight-decay-init", "5"))
     tensors = load_file(str(tmp_path / "c" / "lopt.safetensors"))
     assert float(tensors["scales.log_weight_decay"].exp()) == pytest.approx(0.02, rel=0.1)
 
 
 def test_resampled_valid_splits_differ_between_runs():
-    import lopt.meta_train as mt
+    from lopt.trainer import TaskSource
 
-    fixed, resampled = mt._TaskSource("digits_mlp32"), mt._TaskSource("digits_mlp32", True)
+    fixed, resampled = TaskSource("digits_mlp32"), TaskSource("digits_mlp32", True)
     assert fixed.task(1) is fixed.task(2) and fixed.task(1).split_seed is None
     a, b = resampled.task(1), resampled.task(2)
     assert a.split_seed != b.split_seed and a == resampled.task(1)
@@ -101,7 +109,7 @@ def test_resampled_valid_splits_differ_between_runs():
 
 
 def test_single_process_failure_propagates_unchanged(tmp_path, monkeypatch):
-    import lopt.meta_train as mt
+    import lopt.estimators as mt
 
     def boom(*args, **kwargs):
         raise RuntimeError("boom in the inner task")
@@ -115,7 +123,7 @@ def test_single_process_failure_propagates_unchanged(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("mode", ["error", "skip"])
 def test_a_meta_gradient_whose_norm_overflows_counts_as_non_finite(tmp_path, monkeypatch, mode):
-    import lopt.meta_train as mt
+    import lopt.estimators as mt
 
     original, calls = mt.tbptt_estimate, {"n": 0}
 
@@ -124,12 +132,12 @@ def test_a_meta_gradient_whose_norm_overflows_counts_as_non_finite(tmp_path, mon
         loss, grads, state = original(*args, **kwargs)
         if calls["n"] == 2:
             grads = {g: {k: torch.full_like(v, 1e30) for k, v in d.items()}
-                     for g, d in grads.items()}  # fmt: skip
+                     for g, d in grads.items()}
         return loss, grads, state
 
     monkeypatch.setattr(mt, "tbptt_estimate", huge_at_step_2)
     args = [*TINY, "--steps", "3", "--out", str(tmp_path), "--save-every", "1",
-            "--nonfinite", mode]  # fmt: skip
+            "--nonfinite", mode]
     if mode == "error":
         with pytest.raises(Exception, match="non-finite meta-gradient .* at outer step 2"):
             main(args)
