@@ -31,7 +31,7 @@ demo: $(STAMP)
 	$(PY) -m graphs.demo
 
 benchmark: $(STAMP)
-	$(PY) -m graphs.benchmark
+	$(PY) -m benchmarks.graph_core
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -26,11 +26,12 @@ import math
 from collections.abc import Callable
 
 import torch
+from einops import repeat
 from torch import Tensor, nn
 
 from graphs.builder import FLAT, SEQ, SPATIAL, UNKNOWN, GraphBuilder, Group
 from graphs.errors import UnsupportedModuleError
-from graphs.features import Activation, EdgeType, NodeType
+from graphs.features import EdgeType, NodeType, activation_kind
 
 Converter = Callable[..., object]
 _REGISTRY: dict[type, Converter] = {}
@@ -137,7 +138,7 @@ def group_norm(b: GraphBuilder, m: nn.GroupNorm, path: str, x: Group) -> Group:
     x = b.materialize(x, m.num_channels, f"GroupNorm '{path}'")
     groups = b.new_nodes(m.num_groups, NodeType.GROUP)
     per_group = m.num_channels // m.num_groups
-    b.fixed_edges(groups.repeat_interleave(per_group), x.ids, EdgeType.GROUP_MEMBER)
+    b.fixed_edges(repeat(groups, "g -> (g c)", c=per_group), x.ids, EdgeType.GROUP_MEMBER)
     b.node_groups[_join(path, "groups")] = groups
     if m.affine:
         _affine(b, path, m.weight, m.bias, x.ids)
@@ -206,20 +207,14 @@ def multihead_attention(
             b.dense(rec, src.ids, dst, et)
     _bias(b, path, m.in_proj_bias, torch.cat([q, k, v]), name="in_proj_bias")
     head_nodes = b.new_nodes(heads, NodeType.HEAD)
-    member = head_nodes.repeat_interleave(m.head_dim)
-    b.fixed_edges(member.repeat(3), torch.cat([q, k, v]), EdgeType.HEAD_MEMBER)
+    member = repeat(head_nodes, "h -> (qkv h d)", qkv=3, d=m.head_dim)  # head of each q, k, v
+    b.fixed_edges(member, torch.cat([q, k, v]), EdgeType.HEAD_MEMBER)
     b.fixed_edges(q, k, EdgeType.QK_PAIR)
     out = linear(b, m.out_proj, _join(path, "out_proj"), Group(v, FLAT), EdgeType.ATTN_OUT)
     for nm, ids in (("q", q), ("k", k), ("v", v), ("heads", head_nodes)):
         b.node_groups[_join(path, nm)] = ids
     layout = query.layout if query.layout != UNKNOWN else SEQ
     return Group(out.ids, layout), None
-
-
-def _activation_of(fn) -> Activation:
-    from graphs.tracing import activation_kind  # local: tracing imports this module
-
-    return activation_kind(fn)
 
 
 @register_converter(nn.TransformerEncoderLayer)
@@ -231,7 +226,7 @@ def transformer_encoder_layer(
 
     def feed_forward(h: Group) -> Group:
         h = linear(b, m.linear1, _join(path, "linear1"), h)
-        b.set_activation(h, _activation_of(m.activation))
+        b.set_activation(h, activation_kind(m.activation))
         return linear(b, m.linear2, _join(path, "linear2"), h)
 
     def norm(name: str, h: Group) -> Group:

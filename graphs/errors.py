@@ -13,12 +13,16 @@ class UnsupportedModuleError(GraphConstructionError):
     Attributes:
         path: dotted path of the submodule inside the traced module ("" for the root).
         param_names: full names of the parameters that would be left uncovered.
+        module_type: the submodule's class name, when known ("" otherwise).
     """
 
-    def __init__(self, path: str, param_names: list[str], reason: str = ""):
+    def __init__(self, path: str, param_names: list[str], reason: str = "",
+                 module_type: str = ""):
         self.path = path
         self.param_names = list(param_names)
+        self.module_type = module_type
         where = f"submodule '{path}'" if path else "the root module"
+        where += f" ({module_type})" if module_type else ""
         detail = f": {reason}" if reason else ""
         super().__init__(
             f"{where} holds parameters {self.param_names} that no parameter-graph converter "

@@ -5,12 +5,18 @@ Positions are 1-based for neurons whose order is fixed (network inputs and outpu
 sequence positions) and 0 for interchangeable ones (hidden neurons of a layer share one), so
 the features themselves never break a true permutation symmetry. Edge positions hold the
 kernel offset of a convolution weight, or the spatial / sequence offset of a weight that
-reads a flattened activation.
+reads a flattened activation. :func:`activation_kind` says which :class:`Activation` a
+module, function or method name is.
 """
 
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
 
 
 class NodeType(IntEnum):
@@ -67,3 +73,70 @@ class Activation(IntEnum):
 NUM_NODE_TYPES = 16
 NUM_EDGE_TYPES = 32
 NUM_ACTIVATIONS = 16
+
+# What each activation module, function or tensor method is recorded as. The tables live
+# beside the enum so converters (``TransformerEncoderLayer.activation``) and the tracer read
+# them from here, and the graph core imports one way.
+_ACTIVATION_MODULES: dict[type, Activation] = {
+    nn.ReLU: Activation.RELU,
+    nn.ReLU6: Activation.RELU,
+    nn.GELU: Activation.GELU,
+    nn.Tanh: Activation.TANH,
+    nn.Sigmoid: Activation.SIGMOID,
+    nn.SiLU: Activation.SILU,
+    nn.LeakyReLU: Activation.LEAKY_RELU,
+    nn.ELU: Activation.ELU,
+    nn.Softplus: Activation.SOFTPLUS,
+    nn.Softmax: Activation.SOFTMAX,
+    nn.LogSoftmax: Activation.SOFTMAX,
+    nn.modules.pooling._MaxPoolNd: Activation.MAX_POOL,
+    nn.modules.pooling._AdaptiveMaxPoolNd: Activation.MAX_POOL,
+    nn.modules.pooling._AvgPoolNd: Activation.AVG_POOL,
+    nn.modules.pooling._AdaptiveAvgPoolNd: Activation.AVG_POOL,
+}
+
+_ACTIVATION_FUNCTIONS: dict[Any, Activation] = {
+    torch.relu: Activation.RELU,
+    F.relu: Activation.RELU,
+    F.relu6: Activation.RELU,
+    F.gelu: Activation.GELU,
+    torch.tanh: Activation.TANH,
+    F.tanh: Activation.TANH,
+    torch.sigmoid: Activation.SIGMOID,
+    F.sigmoid: Activation.SIGMOID,
+    F.silu: Activation.SILU,
+    F.leaky_relu: Activation.LEAKY_RELU,
+    F.elu: Activation.ELU,
+    F.softplus: Activation.SOFTPLUS,
+    torch.sin: Activation.SIN,
+    torch.softmax: Activation.SOFTMAX,
+    F.softmax: Activation.SOFTMAX,
+    F.log_softmax: Activation.SOFTMAX,
+    F.max_pool1d: Activation.MAX_POOL,
+    F.max_pool2d: Activation.MAX_POOL,
+    F.adaptive_max_pool2d: Activation.MAX_POOL,
+    F.avg_pool1d: Activation.AVG_POOL,
+    F.avg_pool2d: Activation.AVG_POOL,
+    F.adaptive_avg_pool1d: Activation.AVG_POOL,
+    F.adaptive_avg_pool2d: Activation.AVG_POOL,
+}
+_ACTIVATION_METHODS = {
+    "relu": Activation.RELU,
+    "tanh": Activation.TANH,
+    "sigmoid": Activation.SIGMOID,
+    "sin": Activation.SIN,
+    "softmax": Activation.SOFTMAX,
+    "log_softmax": Activation.SOFTMAX,
+}
+
+
+def activation_kind(fn: Any) -> Activation:
+    """The activation recorded for a module, function or method name (OTHER if unknown)."""
+    if isinstance(fn, nn.Module):
+        for cls, kind in _ACTIVATION_MODULES.items():
+            if isinstance(fn, cls):
+                return kind
+        return Activation.OTHER
+    if isinstance(fn, str):
+        return _ACTIVATION_METHODS.get(fn, Activation.NONE)
+    return _ACTIVATION_FUNCTIONS.get(fn, Activation.OTHER)

@@ -9,6 +9,7 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import Tensor, nn
 from torch_geometric.data import Data
 from torch_geometric.nn import MessagePassing
@@ -46,7 +47,7 @@ class FourierValues(nn.Module):
     def forward(self, x: Tensor) -> Tensor:  # [E, C] -> [E, C * (1 + 2 n)]
         angles = x[..., None] * self.freqs.to(x.dtype)
         feats = torch.cat([x[..., None], angles.sin(), angles.cos()], dim=-1)
-        return feats.flatten(-2)
+        return rearrange(feats, "... c f -> ... (c f)")  # channel after channel
 
 
 def mlp(d_in: int, d_hidden: int, d_out: int) -> nn.Sequential:

@@ -7,10 +7,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import torch
+from einops import rearrange, repeat
 from torch import Tensor, nn
 from torch_geometric.data import Batch, Data
 
 from graphs.features import EdgeType, NodeType
+from graphs.tracing import build
 
 
 @dataclass(frozen=True, eq=False)
@@ -53,8 +55,6 @@ class ParameterGraph:
             UnsupportedModuleError: a submodule holds parameters no converter covers.
             UntraceableModuleError: ``forward`` cannot be traced symbolically.
         """
-        from graphs.tracing import build
-
         b = build(module)
         tensors = b.finalize()
         groups = dict(b.node_groups)
@@ -167,7 +167,8 @@ class ParameterGraph:
         if len(channels) == 1:
             pieces = [v.reshape(-1, 1) for v in channels[0]]
         else:
-            pieces = [torch.stack(vs, dim=-1).reshape(-1, len(vs)) for vs in zip(*channels)]
+            stacked = (torch.stack(vs, dim=-1) for vs in zip(*channels))  # [*shape, C] each
+            pieces = [rearrange(s, "... c -> (...) c") for s in stacked]
         ref = pieces[0]
         pad = ref.new_zeros(self.num_edges - self.num_params, len(channels))
         edge_attr = torch.cat([*pieces, pad])
@@ -223,8 +224,8 @@ class ParameterGraph:
             if self.batch_size_of(p) != batch:
                 raise ValueError("all channels of encode_stacked must have the same batch size")
         c = len(param_dicts)
-        rows = [torch.cat([p[n].reshape(batch, -1) for n in self.param_names], 1)
-                for p in param_dicts]  # fmt: skip
+        rows = [torch.cat([rearrange(p[n], "b ... -> b (...)") for n in self.param_names], 1)
+                for p in param_dicts]
         flat = torch.stack(rows, dim=-1)  # [B, P, C]
         pad = self.num_edges - self.num_params
         if pad:
@@ -232,7 +233,7 @@ class ParameterGraph:
         struct = self._stacked_structure(batch, flat.device)
         return Data(
             x=flat.new_zeros(batch * self.num_nodes, c),
-            edge_attr=flat.reshape(batch * self.num_edges, c),
+            edge_attr=rearrange(flat, "b e c -> (b e) c"),
             edge_index=struct.edge_index,
             node_feat=struct.node_feat,
             edge_feat=struct.edge_feat,
@@ -244,13 +245,14 @@ class ParameterGraph:
         key = (batch, str(device))
         if key not in self._on_device:
             g = self._structure_on(device)
-            n, e = self.num_nodes, self.num_edges
-            offsets = torch.arange(batch, device=device).repeat_interleave(e) * n
+            graph = torch.arange(batch, device=device)
+            # graph b's nodes and edges are the rows b * N ... / b * E ... of the batch
             self._on_device[key] = Data(
-                edge_index=g.edge_index.repeat(1, batch) + offsets,
-                node_feat=g.node_feat.repeat(batch, 1),
-                edge_feat=g.edge_feat.repeat(batch, 1),
-                batch=torch.arange(batch, device=device).repeat_interleave(n),
+                edge_index=repeat(g.edge_index, "two e -> two (b e)", b=batch)
+                + repeat(graph * self.num_nodes, "b -> (b e)", e=self.num_edges),
+                node_feat=repeat(g.node_feat, "n f -> (b n) f", b=batch),
+                edge_feat=repeat(g.edge_feat, "e f -> (b e) f", b=batch),
+                batch=repeat(graph, "b -> (b n)", n=self.num_nodes),
             )
         return self._on_device[key]
 
@@ -261,8 +263,7 @@ class ParameterGraph:
                 f"edge_attr has {edge_attr.shape[0]} rows, {batch} stacked graphs have "
                 f"{batch * self.num_edges} edges"
             )
-        values = edge_attr.reshape(batch, self.num_edges, *edge_attr.shape[1:])
-        values = values[:, : self.num_params]
+        values = rearrange(edge_attr, "(b e) ... -> b e ...", b=batch)[:, : self.num_params]
         if values.dim() == 3 and values.shape[2] == 1:
             values = values[..., 0]
         trailing = tuple(values.shape[2:])
@@ -299,7 +300,7 @@ class ParameterGraph:
         return Data(
             edge_index=g.edge_index, node_feat=g.node_feat, edge_feat=g.edge_feat,
             num_nodes=self.num_nodes,
-        )  # fmt: skip
+        )
 
     def edges_of_type(self, etype: EdgeType) -> Tensor:
         return torch.nonzero(self.edge_feat[:, 0] == int(etype)).flatten()

@@ -40,7 +40,7 @@ def detach(tree: Tree) -> dict:
 
 
 def to(tree: Tree, device: torch.device | str | None = None,
-       dtype: torch.dtype | None = None) -> dict:  # fmt: skip
+       dtype: torch.dtype | None = None) -> dict:
     """Every tensor moved to ``device`` and / or cast to ``dtype``."""
     return map_tensors(lambda t: t.to(device=device, dtype=dtype), tree)
 
@@ -54,7 +54,7 @@ def stack(members: Sequence[Tree]) -> dict:
     """A population from its members: every tensor stacked on a new leading axis."""
     first = members[0]
     return {k: stack([m[k] for m in members]) if isinstance(v, Mapping)
-            else torch.stack([m[k] for m in members]) for k, v in first.items()}  # fmt: skip
+            else torch.stack([m[k] for m in members]) for k, v in first.items()}
 
 
 def _leaves(tree: Tree) -> list[Tensor]:

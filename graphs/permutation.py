@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import torch
+from einops import rearrange
 from torch import Tensor
 
 from graphs.features import EdgeType
@@ -41,6 +42,19 @@ def node_permutation(pg: ParameterGraph, moves: Mapping[str, Tensor] | None = No
             "given the same permutation (give it to one of them; ties carry it to the others)"
         )
     return sigma
+
+
+def head_moves(pg: ParameterGraph, attention: str, order: Tensor) -> dict[str, Tensor]:
+    """Moves for :func:`node_permutation` that permute the heads of one attention module.
+
+    ``attention`` is the module's path (its groups ``{attention}.heads``, ``.q``, ``.k`` and
+    ``.v``); head ``j`` goes where head ``order[j]`` was, its query, key and value dimensions
+    moving with it as one block (a true symmetry of multi-head attention).
+    """
+    heads = pg.node_groups[f"{attention}.heads"].numel()
+    dims = torch.arange(pg.node_groups[f"{attention}.q"].numel())
+    block = rearrange(rearrange(dims, "(h d) -> h d", h=heads)[order], "h d -> (h d)")
+    return {f"{attention}.heads": order} | {f"{attention}.{x}": block for x in "qkv"}
 
 
 def _tie_edges(pg: ParameterGraph) -> Tensor:

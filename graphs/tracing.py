@@ -19,7 +19,7 @@ from torch import fx, nn
 from graphs.builder import FLAT, SEQ, SPATIAL, UNKNOWN, GraphBuilder, Group, ParamRef
 from graphs.converters import find_converter, has_converter, parameter_tokens
 from graphs.errors import GraphConstructionError, UnsupportedModuleError, UntraceableModuleError
-from graphs.features import Activation, EdgeType
+from graphs.features import Activation, EdgeType, activation_kind
 
 
 class _Meta:
@@ -28,85 +28,22 @@ class _Meta:
 
 _META = _Meta()
 
-_ACTIVATION_MODULES: dict[type, Activation] = {
-    nn.ReLU: Activation.RELU,
-    nn.ReLU6: Activation.RELU,
-    nn.GELU: Activation.GELU,
-    nn.Tanh: Activation.TANH,
-    nn.Sigmoid: Activation.SIGMOID,
-    nn.SiLU: Activation.SILU,
-    nn.LeakyReLU: Activation.LEAKY_RELU,
-    nn.ELU: Activation.ELU,
-    nn.Softplus: Activation.SOFTPLUS,
-    nn.Softmax: Activation.SOFTMAX,
-    nn.LogSoftmax: Activation.SOFTMAX,
-    nn.modules.pooling._MaxPoolNd: Activation.MAX_POOL,
-    nn.modules.pooling._AdaptiveMaxPoolNd: Activation.MAX_POOL,
-    nn.modules.pooling._AvgPoolNd: Activation.AVG_POOL,
-    nn.modules.pooling._AdaptiveAvgPoolNd: Activation.AVG_POOL,
-}
-
-_ACTIVATION_FUNCTIONS: dict[Any, Activation] = {
-    torch.relu: Activation.RELU,
-    F.relu: Activation.RELU,
-    F.relu6: Activation.RELU,
-    F.gelu: Activation.GELU,
-    torch.tanh: Activation.TANH,
-    F.tanh: Activation.TANH,
-    torch.sigmoid: Activation.SIGMOID,
-    F.sigmoid: Activation.SIGMOID,
-    F.silu: Activation.SILU,
-    F.leaky_relu: Activation.LEAKY_RELU,
-    F.elu: Activation.ELU,
-    F.softplus: Activation.SOFTPLUS,
-    torch.sin: Activation.SIN,
-    torch.softmax: Activation.SOFTMAX,
-    F.softmax: Activation.SOFTMAX,
-    F.log_softmax: Activation.SOFTMAX,
-    F.max_pool1d: Activation.MAX_POOL,
-    F.max_pool2d: Activation.MAX_POOL,
-    F.adaptive_max_pool2d: Activation.MAX_POOL,
-    F.avg_pool1d: Activation.AVG_POOL,
-    F.avg_pool2d: Activation.AVG_POOL,
-    F.adaptive_avg_pool1d: Activation.AVG_POOL,
-    F.adaptive_avg_pool2d: Activation.AVG_POOL,
-}
-_ACTIVATION_METHODS = {
-    "relu": Activation.RELU,
-    "tanh": Activation.TANH,
-    "sigmoid": Activation.SIGMOID,
-    "sin": Activation.SIN,
-    "softmax": Activation.SOFTMAX,
-    "log_softmax": Activation.SOFTMAX,
-}
 # Calls that keep the feature axis where it is.
 _PASS_METHODS = {
     "contiguous", "clone", "detach", "to", "float", "double", "half", "type_as", "unsqueeze",
     "squeeze", "expand", "expand_as", "repeat", "transpose", "permute", "neg", "abs", "pow",
     "sqrt", "exp", "clamp", "clip", "masked_fill", "softmax", "log_softmax", "relu", "tanh",
     "sigmoid", "sin", "cos", "__getitem__", "narrow", "chunk", "split",
-}  # fmt: skip
+}
 _PASS_FUNCTIONS = {
     F.dropout, F.dropout1d, F.dropout2d, torch.clone, torch.neg, torch.abs, torch.exp,
     torch.cos, torch.clamp, torch.squeeze, torch.unsqueeze, torch.transpose, torch.permute,
     F.normalize, torch.nn.functional.pad, torch.pow, torch.sqrt, torch.square,
-}  # fmt: skip
+}
 _PASS_MODULES = (
     nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Identity, nn.AlphaDropout, nn.Hardtanh,
     nn.Hardswish, nn.Mish,
-)  # fmt: skip
-
-
-def activation_kind(fn: Any) -> Activation:
-    """The activation recorded for a module, function or method name (OTHER if unknown)."""
-    if isinstance(fn, nn.Module):
-        for cls, kind in _ACTIVATION_MODULES.items():
-            if isinstance(fn, cls):
-                return kind
-        return Activation.OTHER
-    if isinstance(fn, str):
-        return _ACTIVATION_METHODS.get(fn, Activation.NONE)
-    return _ACTIVATION_FUNCTIONS.get(fn, Activation.OTHER)
+)
 
 
 class _LeafTracer(fx.Tracer):
@@ -129,6 +66,11 @@ def trace(module: nn.Module) -> fx.GraphModule:
     return fx.GraphModule(module, graph)
 
 
+def _type_name(root: nn.Module, path: str) -> str:
+    """Class name of the submodule at ``path`` ("" for the root: the user knows which it is)."""
+    return type(root.get_submodule(path)).__name__ if path else ""
+
+
 def _feature_dim(group: Group, dim: int) -> bool:
     """Whether ``dim`` is the feature axis of a tensor laid out as ``group``."""
     if group.layout == SEQ:
@@ -139,8 +81,9 @@ def _feature_dim(group: Group, dim: int) -> bool:
 
 
 class _Walker:
-    def __init__(self, gm: fx.GraphModule):
+    def __init__(self, gm: fx.GraphModule, root: nn.Module):
         self.gm = gm
+        self.root = root  # the traced module (gm holds bare copies of non-leaf submodules)
         self.b = GraphBuilder()
         self.params = dict(gm.named_parameters())
         self.env: dict[fx.Node, Any] = {}
@@ -155,7 +98,8 @@ class _Walker:
 
     def unsupported_param(self, ref: ParamRef, what: str) -> UnsupportedModuleError:
         path, _, _ = ref.name.rpartition(".")
-        return UnsupportedModuleError(path, [ref.name], f"the parameter is used by {what}")
+        return UnsupportedModuleError(path, [ref.name], f"the parameter is used by {what}",
+                                      _type_name(self.root, path))
 
     def flatten(self, g: Group, start_dim: int) -> Group:
         if start_dim == 0:
@@ -180,7 +124,7 @@ class _Walker:
             return converter(self.b, m, node.target, *args, **kwargs)
         names = [f"{node.target}.{n}" for n, _ in m.named_parameters()]
         if names:
-            raise UnsupportedModuleError(node.target, names)
+            raise UnsupportedModuleError(node.target, names, module_type=type(m).__name__)
         x = args[0] if args else None
         if not isinstance(x, Group):
             return _META
@@ -324,11 +268,12 @@ def build(module: nn.Module) -> GraphBuilder:
         out = converter(b, module, "", Group(None, UNKNOWN, input_key=0))
         b.mark_output(out[0] if isinstance(out, tuple) else out)
     else:
-        b = _Walker(trace(module)).run()
+        b = _Walker(trace(module), module).run()
     missing = [n for n, _ in module.named_parameters() if not b.covered(n)]
     if missing:
         path = missing[0].rpartition(".")[0]
         raise UnsupportedModuleError(
-            path, missing, "these parameters are never used by forward as the tracer saw it"
+            path, missing, "these parameters are never used by forward as the tracer saw it",
+            _type_name(module, path),
         )
     return b

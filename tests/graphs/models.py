@@ -44,7 +44,7 @@ class BasicBlock(nn.Module):
         self.shortcut = nn.Sequential()
         if stride != 1 or cin != cout:
             self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
-                                          nn.BatchNorm2d(cout))  # fmt: skip
+                                          nn.BatchNorm2d(cout))
 
     def forward(self, x):
         out = torch.relu(self.bn1(self.conv1(x)))
@@ -77,7 +77,7 @@ class Transformer(nn.Module):
         self.embed = nn.Embedding(vocab, dim)
         self.pos = nn.Parameter(0.1 * torch.randn(1, length, dim))
         layer = nn.TransformerEncoderLayer(dim, heads, 16, dropout=0.0, batch_first=True,
-                                           norm_first=norm_first)  # fmt: skip
+                                           norm_first=norm_first)
         self.encoder = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
         self.head = nn.Linear(dim, 3)
 
@@ -95,7 +95,7 @@ class TinyViT(nn.Module):
         self.cls = nn.Parameter(0.1 * torch.randn(1, 1, dim))
         self.pos = nn.Parameter(0.1 * torch.randn(1, 5, dim))
         self.block = nn.TransformerEncoderLayer(dim, heads, 16, dropout=0.0, batch_first=True,
-                                                norm_first=True, activation="gelu")  # fmt: skip
+                                                norm_first=True, activation="gelu")
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, 3)
 

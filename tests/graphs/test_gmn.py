@@ -4,16 +4,11 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from graphs import GMN, ParameterGraph
-from graphs.permutation import node_permutation, permute_parameters
+from graphs.params import detach, member, stack
+from graphs.permutation import head_moves, node_permutation, permute_parameters
 from tests.graphs import models
 
-
-@pytest.fixture(autouse=True)
-def _float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 def random_gmn(in_channels=2, out_channels=1, seed=0, **kw) -> GMN:
@@ -27,7 +22,7 @@ def random_gmn(in_channels=2, out_channels=1, seed=0, **kw) -> GMN:
 
 def features(model: nn.Module, seed: int = 1):
     g = torch.Generator().manual_seed(seed)
-    params = {k: v.detach() for k, v in model.named_parameters()}
+    params = detach(dict(model.named_parameters()))
     grads = {k: torch.randn(v.shape, generator=g) for k, v in params.items()}
     return params, grads
 
@@ -104,7 +99,7 @@ def test_cnn_channels_through_batchnorm_and_grouped_conv():
 def test_resnet_channels_across_residual_shortcuts():
     model = models.ResNet(width=4)
     moves = {"stem": torch.randperm(4), "block1.conv1": torch.randperm(4),
-             "block2.conv2": torch.randperm(8)}  # fmt: skip
+             "block2.conv2": torch.randperm(8)}
     pg = ParameterGraph.from_module(model)
     sigma = node_permutation(pg, moves)
     tied = pg.node_groups["block1.conv2"]
@@ -112,30 +107,24 @@ def test_resnet_channels_across_residual_shortcuts():
     assert_equivariant(model, moves, torch.randn(2, 1, 8, 8))
 
 
-def _head_moves(prefix: str, dim: int, heads: int, head_perm, q_perm=None, v_perm=None):
-    d = dim // heads
-    block = torch.cat([torch.arange(h * d, (h + 1) * d) for h in head_perm])
-    q = block if q_perm is None else block[q_perm]
-    v = block if v_perm is None else block[v_perm]
-    return {f"{prefix}.heads": torch.as_tensor(head_perm), f"{prefix}.q": q,
-            f"{prefix}.k": q, f"{prefix}.v": v}  # fmt: skip
-
-
 def test_attention_head_permutation():
-    moves = _head_moves("attn", 8, 2, [1, 0])
-    assert_equivariant(models.Attention(8, 2), moves, torch.randn(2, 5, 3))
+    model = models.Attention(8, 2)
+    moves = head_moves(ParameterGraph.from_module(model), "attn", torch.tensor([1, 0]))
+    assert torch.equal(moves["attn.q"], torch.tensor([4, 5, 6, 7, 0, 1, 2, 3]))
+    assert_equivariant(model, moves, torch.randn(2, 5, 3))
 
 
 def test_dimensions_within_a_head():
     within = torch.tensor([1, 3, 0, 2, 4, 5, 6, 7])  # head 0's dims shuffled, head 1 kept
-    moves = _head_moves("attn", 8, 2, [0, 1], q_perm=within, v_perm=within.flip(0).flip(0))
-    moves["attn.v"] = torch.tensor([0, 1, 2, 3, 7, 4, 5, 6])  # values move on their own
+    moves = {"attn.q": within, "attn.k": within,
+             "attn.v": torch.tensor([0, 1, 2, 3, 7, 4, 5, 6])}  # values move on their own
     assert_equivariant(models.Attention(8, 2), moves, torch.randn(2, 5, 3))
 
 
 def test_transformer_heads_and_hidden():
     model = models.Transformer(dim=8, heads=2, depth=1)
-    moves = _head_moves("encoder.layers.0.self_attn", 8, 2, [1, 0])
+    pg = ParameterGraph.from_module(model)
+    moves = head_moves(pg, "encoder.layers.0.self_attn", torch.tensor([1, 0]))
     moves["encoder.layers.0.linear1"] = torch.randperm(16)
     tokens = torch.randint(0, 11, (2, 6))
     assert_equivariant(model, moves, tokens)
@@ -143,9 +132,9 @@ def test_transformer_heads_and_hidden():
 
 def test_input_and_output_permutations_are_noticed():
     assert_sensitive(models.mlp((5, 8, 3)), {"input": torch.tensor([1, 0, 2, 3, 4])},
-                     torch.randn(4, 5))  # fmt: skip
+                     torch.randn(4, 5))
     assert_sensitive(models.mlp((5, 8, 3)), {"output": torch.tensor([2, 0, 1])},
-                     torch.randn(4, 5))  # fmt: skip
+                     torch.randn(4, 5))
 
 
 def test_swapping_dimensions_across_heads_is_noticed():
@@ -177,25 +166,24 @@ def test_stacked_population_equals_separate_calls():
     model = models.CNN().double()
     pg = ParameterGraph.from_module(model)
     members = [features(model, seed=s) for s in range(3)]
-    stacked = [{k: torch.stack([m[c][k] for m in members]) for k in pg.param_names}
-               for c in range(2)]  # fmt: skip
+    stacked = [stack([m[c] for m in members]) for c in range(2)]
     out = gmn(pg, *stacked)
     emb = gmn.embed(pg, *stacked)
     assert emb.shape == (3, gmn.config.hidden)
     for b, f in enumerate(members):
-        assert max_diff({k: v[b] for k, v in out.items()}, gmn(pg, *f)) < 1e-10
+        assert max_diff(member(out, b), gmn(pg, *f)) < 1e-10
         assert (emb[b] - gmn.embed(pg, *f)).abs().max() < 1e-10
     assert pg.decode_stacked(pg.encode_stacked(stacked[0]).edge_attr, 3).keys() == out.keys()
+    back = pg.decode_stacked(pg.encode_stacked(stacked[0]).edge_attr, 3)
     for k in pg.param_names:  # encode_stacked / decode_stacked round trip exactly
-        assert torch.equal(pg.decode_stacked(pg.encode_stacked(stacked[0]).edge_attr, 3)[k],
-                           stacked[0][k])  # fmt: skip
+        assert torch.equal(back[k], stacked[0][k])
 
 
 def test_stacked_shapes_are_checked():
     model = models.mlp()
     pg = ParameterGraph.from_module(model)
-    params = {k: v.detach() for k, v in model.named_parameters()}
-    mixed = {k: torch.stack([v, v]) for k, v in params.items()}
+    params = detach(dict(model.named_parameters()))
+    mixed = stack([params, params])
     mixed[pg.param_names[0]] = params[pg.param_names[0]]
     with pytest.raises(ValueError, match="mix batch sizes"):
         pg.batch_size_of(mixed)
@@ -212,7 +200,7 @@ def test_composes_with_torch_func():
     pg = ParameterGraph.from_module(model.double())
     params, grads = features(model)
     gmn = random_gmn()
-    weights = {k: v.detach() for k, v in gmn.named_parameters()}
+    weights = detach(dict(gmn.named_parameters()))
 
     def meta_loss(w, p):
         out = functional_call(gmn, w, (pg, p, grads))
@@ -220,16 +208,15 @@ def test_composes_with_torch_func():
 
     g_w = grad(meta_loss)(weights, params)
     ref = torch.autograd.grad(meta_loss(dict(gmn.named_parameters()), params),
-                              list(gmn.parameters()), allow_unused=True)  # fmt: skip
+                              list(gmn.parameters()), allow_unused=True)
     for (name, value), r in zip(g_w.items(), ref):
         torch.testing.assert_close(value, torch.zeros_like(value) if r is None else r, msg=name)
     assert g_w["edge_out.weight"].abs().sum() > 0
     g_p = grad(meta_loss, argnums=1)(weights, params)
     assert set(g_p) == set(params)
-    stacked = {k: torch.stack([v, 2 * v]) for k, v in params.items()}
-    batched = vmap(lambda p: gmn(pg, p, grads))(stacked)
-    assert max_diff({k: v[1] for k, v in batched.items()}, gmn(pg, {k: 2 * v for k, v in
-                    params.items()}, grads)) < 1e-10  # fmt: skip
+    doubled = {k: 2 * v for k, v in params.items()}
+    batched = vmap(lambda p: gmn(pg, p, grads))(stack([params, doubled]))
+    assert max_diff(member(batched, 1), gmn(pg, doubled, grads)) < 1e-10
 
 
 def test_wrong_channel_count_is_a_clear_error():
@@ -243,12 +230,4 @@ def test_conflicting_moves_of_tied_groups_are_rejected():
     pg = ParameterGraph.from_module(models.ResNet(width=4))
     with pytest.raises(ValueError, match="conflicting moves"):
         node_permutation(pg, {"stem": torch.tensor([1, 0, 2, 3]),
-                              "block1.conv2": torch.tensor([0, 1, 3, 2])})  # fmt: skip
-
-
-def test_demo_runs(capsys):
-    from graphs import demo
-
-    demo.main([])
-    out = capsys.readouterr().out
-    assert "ResNet-18" in out and "11,689,512" in out
+                              "block1.conv2": torch.tensor([0, 1, 3, 2])})

@@ -13,6 +13,7 @@ from graphs import (
     batch_graphs,
 )
 from tests.graphs import models
+from tests.graphs.checks import assert_round_trip, assert_well_formed
 
 MODELS = {
     "mlp": lambda: models.mlp(),
@@ -26,36 +27,8 @@ MODELS = {
 }
 
 
-def assert_round_trip(model: nn.Module) -> ParameterGraph:
-    pg = ParameterGraph.from_module(model)
-    params = dict(model.named_parameters())
-    assert set(pg.param_names) == set(params)
-    assert pg.num_params == sum(p.numel() for p in params.values())
-    data = pg.encode(params)
-    assert data.edge_attr.shape == (pg.num_edges, 1) and data.x.shape == (pg.num_nodes, 1)
-    back = pg.decode(data.x, data.edge_attr)
-    assert list(back) == list(pg.param_names)
-    for name, value in params.items():
-        assert back[name].shape == value.shape
-        assert torch.equal(back[name], value), name
-    # x and edge_attr hold parameter values and nothing else
-    assert torch.count_nonzero(data.x) == 0
-    assert torch.count_nonzero(data.edge_attr[pg.num_params :]) == 0
-    return pg
-
-
-def assert_well_formed(pg: ParameterGraph) -> None:
-    assert pg.edge_index.min() >= 0 and pg.edge_index.max() < pg.num_nodes
-    degree = torch.bincount(pg.edge_index.flatten(), minlength=pg.num_nodes)
-    assert bool((degree > 0).all()), "isolated nodes"
-    # every parameter edge is unique by (src, dst, type, position)
-    key = torch.cat([pg.edge_index.T, pg.edge_feat[:, [0, 2]].long()], 1)
-    assert torch.unique(key, dim=0).shape[0] == pg.num_edges
-
-
 @pytest.mark.parametrize("name", sorted(MODELS))
-def test_round_trip_and_structure(name):
-    torch.manual_seed(0)
+def test_round_trip_and_structure(name, seeded):
     pg = assert_round_trip(MODELS[name]())
     assert_well_formed(pg)
 
@@ -194,7 +167,7 @@ def test_encode_decode_are_differentiable_and_multichannel():
 def test_batch_offsets_indices_of_mixed_architectures():
     graphs = [ParameterGraph.from_module(m()) for m in (models.mlp, models.CNN, models.Attention)]
     params = [(dict(m.named_parameters()),) for m in (models.mlp(), models.CNN(),
-                                                        models.Attention())]  # fmt: skip
+                                                        models.Attention())]
     batch = batch_graphs(graphs, params)
     offset = 0
     for i, g in enumerate(graphs):
@@ -235,7 +208,7 @@ def test_random_cnns_round_trip(channels, kernel, norm):
 
 def test_conv1d_batchnorm1d_and_layer_norm_limits():
     model = nn.Sequential(nn.Conv1d(2, 4, 5, padding=2), nn.BatchNorm1d(4), nn.GELU(),
-                          nn.Flatten(), nn.Linear(4 * 10, 3))  # fmt: skip
+                          nn.Flatten(), nn.Linear(4 * 10, 3))
     pg = assert_round_trip(model)
     assert_well_formed(pg)
     assert int(pg.edge_feat[: model[0].weight.numel(), 2].max()) == 5
