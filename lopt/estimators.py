@@ -81,7 +81,7 @@ def es_estimate(net: nn.Module, meta: Meta, run: InnerRun, length: int, cfg: Upd
 
 
 def _detach(params: dict, state: State) -> tuple[dict, State]:
-    return graph_params.detach(params), graph_params.detach(state)
+    return graph_params.detach(params), state.map(Tensor.detach)
 
 
 Estimate = tuple[Tensor, dict, tuple[dict, State]]

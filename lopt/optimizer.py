@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from graphs import ParameterGraph
 from lopt.checkpoint import LearnedOptimizer, load_learned_optimizer
-from lopt.update import init_state, learned_update
+from lopt.update import UpdateState, init_state, learned_update
 
 __all__ = ["GMNOptimizer"]
 
@@ -102,18 +102,19 @@ class GMNOptimizer(torch.optim.Optimizer):
         ref = next(iter(params.values()))
         scales = self._weights(ref)
         cfg = self.learned.update
-        state = init_state(params, cfg)
-        state["step"] = torch.tensor(float(self._step), dtype=ref.dtype, device=ref.device)
-        slots = [k for k in state if k != "step"]
+        slots = init_state(params, cfg).slots()
         for group in self.param_groups:
             for p in group["params"]:
                 st = self.state.get(p, {})  # .get: no empty entries for skipped params
                 for k in slots:
                     if k in st:
-                        state[k][self._names[p]] = st[k]
+                        slots[k][self._names[p]] = st[k]
+        step = torch.tensor(float(self._step), dtype=ref.dtype, device=ref.device)
+        state = UpdateState.from_slots(step, slots)
         new_params, new_state = learned_update(
             self.learned.net, None, scales, self.graph, params, grads, state, cfg, lrs, wds
         )
+        new_slots = new_state.slots()
         self._step += 1
         for group in self.param_groups:
             for p in group["params"]:
@@ -123,7 +124,7 @@ class GMNOptimizer(torch.optim.Optimizer):
                 p.copy_(new_params[n])
                 st = self.state[p]
                 for k in slots:
-                    st[k] = new_state[k][n]
+                    st[k] = new_slots[k][n]
         return loss
 
     # ------------------------------------------------------------------ (de)serialisation

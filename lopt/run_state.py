@@ -34,6 +34,7 @@ from common.persistence import (
 )
 from lopt.checkpoint import CONFIG_FILE, WEIGHTS_FILE, checkpoint_files
 from lopt.unroll import InnerRun
+from lopt.update import UpdateState
 
 __all__ = ["LOG_FIELDS", "RUN_FILES", "RunState", "read_log", "read_run_files"]
 
@@ -49,11 +50,9 @@ LOG_FIELDS = ["outer_step", "meta_loss", "grad_norm", "alpha", "beta_dir", "beta
 def run_record(run: InnerRun) -> tuple[dict, dict[str, Tensor]]:
     """An inner run as (JSON info, CPU tensors)."""
     tensors = {f"params.{n}": p.cpu() for n, p in run.params.items()}
-    for k, v in run.state.items():
-        if k == "step":
-            tensors["state.step"] = v.cpu()
-        else:
-            tensors.update({f"state.{k}.{n}": t.cpu() for n, t in v.items()})
+    tensors["state.step"] = run.state.step.cpu()
+    for k, v in run.state.slots().items():
+        tensors.update({f"state.{k}.{n}": t.cpu() for n, t in v.items()})
     return {"seeds": list(run.seeds), "step": run.step, "horizon": run.horizon}, tensors
 
 
@@ -62,11 +61,9 @@ def restore_run(run: InnerRun, info: dict, tensors: dict[str, Tensor]) -> InnerR
     device = next(iter(run.params.values())).device
     run.step = info["step"]
     run.params = {n: tensors[f"params.{n}"].to(device) for n in run.params}
-    for k in run.state:
-        if k == "step":
-            run.state[k] = tensors["state.step"].to(device)
-        else:
-            run.state[k] = {n: tensors[f"state.{k}.{n}"].to(device) for n in run.state[k]}
+    slots = {k: {n: tensors[f"state.{k}.{n}"].to(device) for n in v}
+             for k, v in run.state.slots().items()}
+    run.state = UpdateState.from_slots(tensors["state.step"].to(device), slots)
     return run
 
 

@@ -16,7 +16,6 @@ runs the same ``--tasks-per-step`` task slots in total, so processes split the s
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import os
@@ -24,52 +23,67 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-__all__ = ["main", "measure"]
+from common import cli
+from common.errors import ConfigError
+from common.persistence import prepare_output, write_figure, write_json, write_text
+from lopt.estimators import ESTIMATORS
+from lopt.nets import NET_KINDS
+from tasks import TASKS
+
+__all__ = ["ThroughputConfig", "main", "measure", "run"]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m lopt.throughput", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    p.add_argument("--processes", type=int, nargs="+", default=[1, 2],
-                   help="numbers of processes (default: 1 2)")
-    p.add_argument("--populations", type=int, nargs="+", default=[1, 4, 16, 64],
-                   help="networks per task slot (default: 1 4 16 64)")
-    p.add_argument("--tasks-per-step", type=int, default=2,
-                   help="task slots per outer step, over all processes (default 2)")
-    p.add_argument("--task", default="digits_mlp32", help="inner task (default digits_mlp32)")
-    p.add_argument("--model", default="gmn", choices=["gmn", "mlp"], help="learned optimizer net")
-    p.add_argument("--hidden", type=int, default=32, help="net width (default 32)")
-    p.add_argument("--layers", type=int, default=2, help="net depth (default 2)")
-    p.add_argument("--estimator", default="tbptt", choices=["tbptt", "es"],
-                   help="meta-gradient estimator (default tbptt)")
-    p.add_argument("--truncations", type=int, nargs="+", default=[5],
-                   help="inner steps per truncation (several: memory against truncation length)")
-    p.add_argument("--steps", type=int, default=4, help="outer steps per measurement")
-    p.add_argument("--warmup", type=int, default=1, help="outer steps left out of the timing")
-    p.add_argument("--threads", type=int, default=1, help="torch threads per process")
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--timeout", type=float, default=1800, help="seconds per configuration")
-    p.add_argument("--out", default="runs/lopt_throughput", help="output folder")
-    return p
+@dataclass
+class ThroughputConfig:
+    """Options of ``python -m lopt.throughput`` (each field is a ``--flag``)."""
+
+    processes: list[int] = cli.option([1, 2], "numbers of processes", check=cli.positive)
+    populations: list[int] = cli.option([1, 4, 16, 64], "networks per task slot",
+                                        check=cli.positive)
+    tasks_per_step: int = cli.option(2, "task slots per outer step, over all processes",
+                                     check=cli.positive)
+    task: str = cli.option("digits_mlp32", "inner task", choices=sorted(TASKS))
+    model: str = cli.option("gmn", "learned optimizer net", choices=sorted(NET_KINDS))
+    hidden: int = cli.option(32, "net width", check=cli.positive)
+    layers: int = cli.option(2, "net depth", check=cli.positive)
+    estimator: str = cli.option("tbptt", "meta-gradient estimator", choices=sorted(ESTIMATORS))
+    truncations: list[int] = cli.option([5], "inner steps per truncation (several: memory "
+                                        "against truncation length)", check=cli.positive)
+    steps: int = cli.option(4, "outer steps per measurement", check=cli.positive)
+    warmup: int = cli.option(1, "outer steps left out of the timing", check=cli.nonnegative)
+    threads: int = cli.option(1, "torch threads per process", check=cli.positive)
+    device: str = cli.option("cpu", "cpu or cuda")
+    timeout: float = cli.option(1800.0, "seconds per configuration", check=cli.positive)
+    out: str = cli.option("runs/lopt_throughput", "output folder (refused when it holds files, "
+                          "unless --overwrite)")
+    overwrite: bool = cli.option(False, "replace what the benchmark writes in a non-empty --out")
+
+    def check(self) -> None:
+        if self.warmup >= self.steps:
+            raise ConfigError(f"--warmup ({self.warmup}) must be below --steps ({self.steps})")
 
 
-def _command(args: argparse.Namespace, processes: int, population: int, truncation: int,
-             out: Path) -> list[str]:  # fmt: skip
+OUTPUTS = ("throughput.json", "throughput.md", "throughput.png")
+
+
+def _command(args: ThroughputConfig, processes: int, population: int, truncation: int,
+             out: Path) -> list[str]:
     flags = ["--task", args.task, "--model", args.model, "--hidden", str(args.hidden),
              "--layers", str(args.layers), "--estimator", args.estimator,
              "--tasks-per-step", str(args.tasks_per_step), "--population", str(population),
              "--truncation", str(truncation), "--horizon", str(10**6),
              "--steps", str(args.steps), "--save-every", str(10**6), "--threads",
-             str(args.threads), "--device", args.device, "--out", str(out)]  # fmt: skip
+             str(args.threads), "--device", args.device, "--out", str(out)]
     if processes == 1:
         return [sys.executable, "-m", "lopt.meta_train", *flags]
     return [sys.executable, "-m", "torch.distributed.run", "--standalone",
-            f"--nproc_per_node={processes}", "-m", "lopt.meta_train", *flags]  # fmt: skip
+            f"--nproc_per_node={processes}", "-m", "lopt.meta_train", *flags]
 
 
-def measure(args: argparse.Namespace, processes: int, population: int, truncation: int) -> dict:
+def measure(args: ThroughputConfig, processes: int, population: int, truncation: int) -> dict:
     """One configuration: run it, return its timings and peak memory (or its error)."""
     row = {"processes": processes, "population": population, "truncation": truncation}
     with tempfile.TemporaryDirectory(prefix="lopt_throughput_") as tmp:
@@ -78,7 +92,7 @@ def measure(args: argparse.Namespace, processes: int, population: int, truncatio
         start = time.time()
         try:
             proc = subprocess.run(_command(args, processes, population, truncation, out), env=env,
-                                  capture_output=True, text=True, timeout=args.timeout)  # fmt: skip
+                                  capture_output=True, text=True, timeout=args.timeout)
         except subprocess.TimeoutExpired:
             return {**row, "error": f"timed out after {args.timeout:.0f} s"}
         row["wall_s"] = time.time() - start
@@ -103,7 +117,7 @@ def _table(rows: list[dict]) -> str:
     for r in rows:
         if "error" in r:
             lines.append(f"| {r['processes']} | {r['population']} | {r['truncation']} "
-                         f"| failed: {r['error']} | | | | |")  # fmt: skip
+                         f"| failed: {r['error']} | | | | |")
             continue
         lines.append(
             f"| {r['processes']} | {r['population']} | {r['truncation']} "
@@ -136,35 +150,36 @@ def _plot(rows: list[dict], path: Path) -> None:
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("population (networks per task slot)" if x == "population"
-                      else "truncation (inner steps)")  # fmt: skip
+                      else "truncation (inner steps)")
         ax.set_ylabel(label)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    write_figure(fig, path)
 
 
-def main(argv: list[str] | None = None) -> list[dict]:
-    args = build_parser().parse_args(argv)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+def run(cfg: ThroughputConfig) -> list[dict]:
+    """Measure every processes x population x truncation configuration; table and figure."""
+    out = prepare_output(cfg.out, overwrite=cfg.overwrite, writes=OUTPUTS)
     rows = []
-    for trunc in args.truncations:
-        for procs in args.processes:
-            for pop in sorted(args.populations):
-                row = measure(args, procs, pop, trunc)
+    for trunc in cfg.truncations:
+        for procs in cfg.processes:
+            for pop in sorted(cfg.populations):
+                row = measure(cfg, procs, pop, trunc)
                 rows.append(row)
                 print(json.dumps(row), flush=True)
                 base = next((r for r in rows if (r["processes"], r["population"],
                              r["truncation"]) == (procs, 1, trunc) and "error" not in r), None)
                 if base is not None and "error" not in row:  # population P costs this x one
                     row["relative_cost"] = row["sec_per_outer_step"] / base["sec_per_outer_step"]
-                (out / "throughput.json").write_text(json.dumps(
-                    {"config": vars(args), "results": rows}, indent=2) + "\n")  # fmt: skip
-    (out / "throughput.md").write_text(_table(rows) + "\n")
+                write_json(out / "throughput.json", {"config": asdict(cfg), "results": rows})
+    write_text(out / "throughput.md", _table(rows) + "\n")
     _plot(rows, out / "throughput.png")
     print(_table(rows))
     return rows
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    return cli.run(ThroughputConfig, run, argv, prog="python -m lopt.throughput", doc=__doc__)
 
 
 if __name__ == "__main__":

@@ -52,7 +52,7 @@ class InnerRun:
             ``params`` are passed functionally) and ``graph`` its parameter graph.
         seeds: one model-init and data seed per member (``P = len(seeds)``).
         params, state: stacked inner parameters ``{name: [P, *shape]}`` and optimizer state
-            (detached; ``state["step"]`` is shared by the members).
+            (detached; ``state.step`` is shared by the members).
         step: inner steps taken so far; ``horizon`` steps after which the run is reset.
     """
 

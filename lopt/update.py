@@ -34,12 +34,49 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
+from torch.utils._pytree import register_dataclass
 
 from lopt.features import num_features, step_features, tensor_features
 
-__all__ = ["UpdateConfig", "init_scales", "init_state", "learned_update"]
+__all__ = ["UpdateConfig", "UpdateState", "init_scales", "init_state", "learned_update"]
 
-State = dict  # {"step": [], "m0".."m{K-1}": {name: [*shape]}, "v": {name: [*shape]}}
+
+
+@dataclass
+class UpdateState:
+    """The learned update rule's optimizer state for a set of parameters.
+
+    Attributes:
+        step: ``[]`` steps taken (shared by a population's members).
+        momenta: one ``{name: [*shape]}`` per decay of ``UpdateConfig.momentum_decays``.
+        second: the second moment ``{name: [*shape]}``.
+
+    A pytree for ``torch.func`` (``grad``, ``vmap``) like the dicts it holds.
+    """
+
+    step: Tensor
+    momenta: tuple[dict[str, Tensor], ...]
+    second: dict[str, Tensor]
+
+    def slots(self) -> dict[str, dict[str, Tensor]]:
+        """Per-parameter buffers by their stored names: ``m0 .. m{K-1}`` and ``v``."""
+        return {**{f"m{k}": m for k, m in enumerate(self.momenta)}, "v": self.second}
+
+    @classmethod
+    def from_slots(cls, step: Tensor, slots: Mapping[str, Mapping[str, Tensor]]) -> UpdateState:
+        """The inverse of :meth:`slots`."""
+        momenta = tuple(dict(slots[f"m{k}"]) for k in range(len(slots) - 1))
+        return cls(step, momenta, dict(slots["v"]))
+
+    def map(self, fn) -> UpdateState:
+        """``fn`` applied to every tensor (e.g. ``Tensor.detach``, a device move)."""
+        return UpdateState(fn(self.step), tuple({n: fn(t) for n, t in m.items()}
+                                                for m in self.momenta),
+                           {n: fn(t) for n, t in self.second.items()})
+
+
+register_dataclass(UpdateState)
+State = UpdateState  # the name the unrolls and estimators use
 
 
 @dataclass(frozen=True)
@@ -124,14 +161,15 @@ def init_scales(cfg: UpdateConfig, dtype: torch.dtype = torch.float32) -> dict[s
     return scales
 
 
-def init_state(params: Mapping[str, Tensor], cfg: UpdateConfig) -> State:
+def init_state(params: Mapping[str, Tensor], cfg: UpdateConfig) -> UpdateState:
     """Zero optimizer state for ``params`` (step 0, zero momenta and second moment)."""
     ref = next(iter(params.values()))
-    state: State = {"step": torch.zeros((), dtype=ref.dtype, device=ref.device)}
-    for k in range(len(cfg.momentum_decays)):
-        state[f"m{k}"] = {n: torch.zeros_like(p) for n, p in params.items()}
-    state["v"] = {n: torch.zeros_like(p) for n, p in params.items()}
-    return state
+
+    def zeros() -> dict[str, Tensor]:
+        return {n: torch.zeros_like(p) for n, p in params.items()}
+
+    return UpdateState(torch.zeros((), dtype=ref.dtype, device=ref.device),
+                       tuple(zeros() for _ in cfg.momentum_decays), zeros())
 
 
 def learned_update(
@@ -141,11 +179,11 @@ def learned_update(
     graph,
     params: Mapping[str, Tensor],
     grads: Mapping[str, Tensor],
-    state: State,
+    state: UpdateState,
     cfg: UpdateConfig,
     lr: float | Mapping[str, float | Tensor] = 1.0,
     weight_decay: float | Mapping[str, float | Tensor] = 0.0,
-) -> tuple[dict[str, Tensor], State]:
+) -> tuple[dict[str, Tensor], UpdateState]:
     """One step of the learned optimizer; pure in all tensor arguments.
 
     Args:
@@ -167,12 +205,11 @@ def learned_update(
         ``(new_params, new_state)``, same structure as the inputs.
     """
     names = list(params)
-    step = state["step"] + 1
-    momenta = []
-    for k, b in enumerate(cfg.momentum_decays):
-        momenta.append({n: b * state[f"m{k}"][n] + (1 - b) * grads[n] for n in names})
+    step = state.step + 1
+    momenta = [{n: b * m[n] + (1 - b) * grads[n] for n in names}
+               for b, m in zip(cfg.momentum_decays, state.momenta, strict=True)]
     bv = cfg.second_moment_decay
-    second = {n: bv * state["v"][n] + (1 - bv) * grads[n].square() for n in names}
+    second = {n: bv * state.second[n] + (1 - bv) * grads[n].square() for n in names}
     corr1 = 1 - cfg.momentum_decays[0] ** step
     corr2 = 1 - bv**step
     direction = {
@@ -203,7 +240,4 @@ def learned_update(
         if not (isinstance(lam, (int, float)) and lam == 0):
             new = new - eta * alpha * lam * params[n]
         new_params[n] = new
-    new_state: State = {"step": step, "v": second}
-    for k, m in enumerate(momenta):
-        new_state[f"m{k}"] = m
-    return new_params, new_state
+    return new_params, UpdateState(step, tuple(momenta), second)
