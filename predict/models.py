@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
+from einops import rearrange
 from torch import Tensor, nn
 from torch_geometric.data import Batch
 from torch_geometric.utils import scatter
@@ -167,7 +168,7 @@ class DMCPredictor(nn.Module):
         self.head = _head(flat, hidden)
 
     def forward(self, batch: Batch | None, features: Mapping[str, Tensor]) -> Tensor:
-        h = self.conv(features["flat"][:, None, :])
+        h = self.conv(rearrange(features["flat"], "b l -> b 1 l"))  # one input channel
         return torch.sigmoid(self.head(torch.flatten(h, 1))[:, 0])
 
 
@@ -187,12 +188,12 @@ class StatNNPredictor(nn.Module):
 
     def set_normalization(self, stats: Tensor) -> None:
         """Standardize with ``stats [N_train, max_tensors, NUM_STATS + 1]``."""
-        flat = stats.flatten(1)
+        flat = rearrange(stats, "n t s -> n (t s)")
         self.mean.copy_(flat.mean(0))
         self.std.copy_(flat.std(0).clamp_min(1e-6))
 
     def forward(self, batch: Batch | None, features: Mapping[str, Tensor]) -> Tensor:
-        z = (features["stats"].flatten(1) - self.mean) / self.std
+        z = (rearrange(features["stats"], "b t s -> b (t s)") - self.mean) / self.std
         return torch.sigmoid(self.mlp(z)[:, 0])
 
 

@@ -1,31 +1,42 @@
 """Shipped accuracy predictors: ``predict.load_predictor("cnn")(module) -> float``.
 
 The weights live in ``predict/weights/<name>.safetensors`` + ``<name>.json`` (package data,
-read through ``importlib.resources``); ``python -m predict.train --save-weights
-predict/weights`` writes them (the GMN of the 50 % split, seed 0, of each zoo).
+read by ``common.persistence.read_shipped``); ``python -m predict.train --save-weights
+predict/weights --overwrite`` writes them (the GMN of the 50 % split, seed 0, of each zoo).
+Both are validated on load: finite tensors, a config naming a GMN predictor, and weights that
+fit it; anything else is a :class:`common.persistence.PersistenceError` naming the file.
 """
 
 from __future__ import annotations
 
-import json
+from collections.abc import Mapping
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
-from torch import nn
+from torch import Tensor, nn
 
+from common.errors import UserError
+from common.persistence import (
+    PersistenceError,
+    checkpoint_file,
+    load_tensors,
+    read_json,
+    read_shipped,
+    require,
+)
 from graphs import GraphConstructionError, ParameterGraph
-from predict.models import GMNPredictor
+from graphs import params as P
+from predict.models import GMN_READOUTS, GMNPredictor
 
 __all__ = ["PREDICTORS", "AccuracyPredictor", "UnreadableNetworkError", "load_predictor"]
 
 PREDICTORS = ("cnn", "diverse")
+SHIPPED_PACKAGE = "predict.weights"
 
 
-class UnreadableNetworkError(ValueError):
+class UnreadableNetworkError(UserError):
     """The module cannot be read by a predictor (no parameter graph, or not a digits model)."""
 
 
@@ -68,7 +79,7 @@ class AccuracyPredictor:
             raise UnreadableNetworkError(
                 f"expected logits [B, 10] for images [B, 1, 8, 8], got {tuple(out.shape)}"
             )
-        params = {k: v.detach().float().cpu() for k, v in module.named_parameters()}
+        params = P.to(P.detach(dict(module.named_parameters())), "cpu", torch.float32)
         device = next(self.model.parameters()).device
         data = pg.encode(params).to(device)
         return float(self.model(data)[0])
@@ -88,20 +99,39 @@ def load_predictor(name: str = "cnn", folder: str | Path | None = None) -> Accur
 
     ``folder`` loads ``<folder>/<name>.safetensors`` + ``.json`` instead (e.g. the
     ``--save-weights`` folder of ``python -m predict.train``).
+
+    Raises:
+        UserError: ``name`` is not a shipped predictor (and no ``folder`` was given).
+        PersistenceError: a file is missing or malformed; the message names it.
     """
-    if folder is None and name not in PREDICTORS:
-        raise ValueError(f"unknown predictor {name!r}; shipped: {PREDICTORS}")
     if folder is None:
-        root = resources.files("predict") / "weights"
-        meta_text = (root / f"{name}.json").read_text()
-        with resources.as_file(root / f"{name}.safetensors") as path:
-            state = load_file(str(path))
-    else:
-        meta_text = (Path(folder) / f"{name}.json").read_text()
-        state = load_file(str(Path(folder) / f"{name}.safetensors"))
-    meta = json.loads(meta_text)
-    model = GMNPredictor(
-        hidden=meta["hidden"], layers=meta["layers"], readout=meta.get("readout", "mean")
-    )
-    model.load_state_dict(state)
-    return AccuracyPredictor(model.eval(), meta)
+        if name not in PREDICTORS:
+            raise UserError(f"unknown predictor {name!r}; shipped: {PREDICTORS}")
+        meta, state = read_shipped(SHIPPED_PACKAGE, name)
+        where = f"{SHIPPED_PACKAGE}/{name}"
+        return _predictor(meta, state, f"{where}.json", f"{where}.safetensors")
+    config = checkpoint_file(folder, f"{name}.json")  # through an unfinished save, if any
+    weights = checkpoint_file(folder, f"{name}.safetensors")
+    meta = read_json(config, what="predictor config")
+    return _predictor(meta, load_tensors(weights), str(config), str(weights))
+
+
+def _predictor(meta: Any, state: Mapping[str, Tensor], config: str,
+               weights: str) -> AccuracyPredictor:  # fmt: skip
+    """A :class:`GMNPredictor` described by ``meta`` holding ``state``; errors name the files."""
+    hidden = require(meta, "hidden", int, config, check=lambda v: v > 0, why="a positive int")
+    layers = require(meta, "layers", int, config, check=lambda v: v > 0, why="a positive int")
+    readout = "mean"  # predictors saved before the readout was configurable
+    if isinstance(meta, Mapping) and "readout" in meta:
+        readout = require(meta, "readout", str, config, check=GMN_READOUTS.__contains__,
+                          why=f"one of {GMN_READOUTS}")  # fmt: skip
+    model = GMNPredictor(hidden=hidden, layers=layers, readout=readout)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        problem = " ".join(str(err).split())
+        raise PersistenceError(
+            f"{weights} does not hold the weights of the predictor {config} describes "
+            f"(hidden {hidden}, layers {layers}, readout {readout!r}): {problem[:300]}"
+        ) from None
+    return AccuracyPredictor(model.eval(), dict(meta))

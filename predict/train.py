@@ -16,34 +16,47 @@ Writes under ``--out``: ``results.json`` (every run and the aggregates), ``resul
 table, with the paper's numbers beside it), ``scatter.png`` (predicted vs true accuracy on
 the 50 % split, seed 0) and ``config.json``. With ``--save-weights DIR`` the GMN of the 50 %
 split, seed 0, is also stored per zoo as ``DIR/<zoo>.safetensors`` + ``DIR/<zoo>.json``
-(what :func:`predict.load_predictor` loads).
+(what :func:`predict.load_predictor` loads), both files written as one checkpoint. Every file
+is written atomically; a folder that already holds files is refused unless ``--overwrite``
+(which replaces only the files named here and leaves every other file alone).
 
 Run ``python -m predict.train --help`` for the command line.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
+import io
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
 from scipy.stats import kendalltau
 from torch import Tensor, nn
 from torch_geometric.data import Batch, Data
 from tqdm import tqdm
 
+from common import cli
+from common.cli import ConfigError, nonnegative, option, positive
+from common.persistence import (
+    json_bytes,
+    prepare_output,
+    tensor_bytes,
+    write_bytes,
+    write_checkpoint,
+    write_json,
+    write_text,
+)
+from graphs import params as P
 from predict.models import GMN_READOUTS, METHODS, build_predictor, network_features
-from predict.zoo import Zoo, ZooConfig, build_zoo
+from predict.zoo import DEFAULT_SIZES, HPARAMS, Zoo, ZooConfig, build_zoo
 
-__all__ = ["SPLITS", "TrainConfig", "ZooData", "kendall_tau", "main", "r2_score", "run"]
+__all__ = ["SPLITS", "TrainCommand", "TrainConfig", "ZooData", "kendall_tau", "main", "r2_score",
+           "run"]  # fmt: skip
 
 SPLITS = ("50%", "5%", "OOD")
 ZOO_TITLES = {"cnn": "Varying CNNs", "diverse": "Diverse architectures"}
@@ -58,9 +71,22 @@ PAPER = {  # Lim et al. (ICLR 2024), R2 / tau; None where the paper gives no num
 }
 
 
+def _device_problem(name: str) -> str | None:
+    """Why ``name`` is not a usable torch device here (None: it is)."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        return "is not a torch device (cpu, cuda, cuda:1, mps, ...)"
+    if device.type == "cuda" and not torch.cuda.is_available():
+        return "names a CUDA device but none is available"
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        return "names an MPS device but none is available"
+    return None
+
+
 @dataclass
 class TrainConfig:
-    """One table run.
+    """One table run; each field (but ``extra``) is a ``--flag`` of ``python -m predict.train``.
 
     Attributes:
         zoos: zoo kinds (columns of the table).
@@ -71,29 +97,66 @@ class TrainConfig:
         steps / batch_size / lr / weight_decay: predictor training (AdamW, cosine decay).
         hidden / layers: predictor width; GMN message-passing blocks.
         readout: the GMN's readout, ``"groups"`` or ``"mean"`` (see ``GMNPredictor``).
-        gmn_lr: learning rate of the GMN (None: ``lr``, as the baselines).
+        gmn_lr: learning rate of the GMN (0 or None: ``lr``, as the baselines).
         ood_hparam: hyper-parameter whose median separates the OOD split.
     """
 
-    zoos: tuple[str, ...] = ("cnn", "diverse")
-    zoo_size: int = 0
-    zoo_min_steps: int = 20
-    zoo_max_steps: int = 500
-    zoo_seed: int = 0
-    methods: tuple[str, ...] = METHODS
-    splits: tuple[str, ...] = SPLITS
-    seeds: tuple[int, ...] = (0, 1, 2)
-    steps: int = 1000
-    batch_size: int = 16
-    lr: float = 3e-3
-    weight_decay: float = 1e-4
-    hidden: int = 16
-    layers: int = 2
-    readout: str = "groups"
-    gmn_lr: float | None = 6e-3
-    ood_hparam: str = "lr"
-    device: str = "cpu"
+    zoos: tuple[str, ...] = option(("cnn", "diverse"), "zoos (table columns): cnn = varying "
+                                   "CNNs, diverse = mixed architectures",
+                                   choices=tuple(DEFAULT_SIZES))  # fmt: skip
+    zoo_size: int = option(0, "networks per zoo (0: the zoo's default; part of the zoo's cache "
+                           "key)", check=nonnegative)  # fmt: skip
+    zoo_min_steps: int = option(20, "shortest training of a zoo network (cache key)",
+                                check=positive)  # fmt: skip
+    zoo_max_steps: int = option(500, "longest training of a zoo network (cache key)",
+                                check=positive)  # fmt: skip
+    zoo_seed: int = option(0, "zoo seed (cache key)", check=nonnegative)
+    methods: tuple[str, ...] = option(METHODS, "predictors (table rows within a split)",
+                                      choices=METHODS)  # fmt: skip
+    splits: tuple[str, ...] = option(SPLITS, "50%%: half trains; 5%%: 5%% trains (same test "
+                                     "half); OOD: low lr trains", choices=SPLITS)  # fmt: skip
+    seeds: tuple[int, ...] = option((0, 1, 2), "seeds (split draw, predictor init, minibatches); "
+                                    "mean and std reported", check=nonnegative)  # fmt: skip
+    steps: int = option(1000, "training steps per predictor", check=positive)
+    batch_size: int = option(16, "networks per step", check=positive)
+    lr: float = option(3e-3, "AdamW learning rate (cosine decay)", check=positive)
+    weight_decay: float = option(1e-4, "AdamW weight decay", check=nonnegative)
+    hidden: int = option(16, "predictor / GMN width", check=positive)
+    layers: int = option(2, "GMN message-passing blocks", check=positive)
+    readout: str = option("groups", "GMN readout: groups = pool edges per (edge type, layer), "
+                          "mean = one mean", choices=GMN_READOUTS)  # fmt: skip
+    gmn_lr: float = option(6e-3, "learning rate of the GMN (0: --lr, like the baselines)",
+                           check=nonnegative)  # fmt: skip
+    ood_hparam: str = option("lr", "OOD split: train below this hyper-parameter's median, test "
+                             "above", choices=tuple(h for h in HPARAMS if h != "seed"))  # fmt: skip
+    device: str = option("cpu", "torch device (cpu, cuda, ...)", check=_device_problem)
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("zoos", "methods", "splits", "seeds"):  # a command line gives lists
+            setattr(self, name, tuple(getattr(self, name)))
+
+    def check(self) -> None:
+        if self.zoo_min_steps > self.zoo_max_steps:
+            raise ConfigError(f"--zoo-min-steps ({self.zoo_min_steps}) must not exceed "
+                              f"--zoo-max-steps ({self.zoo_max_steps})")  # fmt: skip
+
+
+@dataclass
+class TrainCommand(TrainConfig):
+    """``python -m predict.train``: a :class:`TrainConfig` plus where the results go."""
+
+    out: str = option("predict_results", "output folder (results.json, results.md, "
+                      "scatter.png, config.json)")  # fmt: skip
+    save_weights: str = option("", "also store the 50%% split's seed-0 GMN per zoo here as "
+                               "<zoo>.safetensors + <zoo>.json (e.g. predict/weights)")  # fmt: skip
+    overwrite: bool = option(False, "replace what an earlier run wrote in --out / "
+                             "--save-weights (other files there stay)")  # fmt: skip
+    threads: int = option(0, "torch CPU threads (0: torch's default)", check=nonnegative)
+    quiet: bool = option(False, "no progress bars")
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(**{f.name: getattr(self, f.name) for f in fields(TrainConfig)})
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -148,7 +211,7 @@ class ZooData:
         batch = None
         if graphs:
             batch = Batch.from_data_list([self.datas[i] for i in idx.tolist()]).to(device)
-        feats = {k: v[idx].to(device) for k, v in self.features.items()}
+        feats = P.to(P.member(self.features, idx), device)
         return batch, feats
 
 
@@ -181,7 +244,7 @@ def train_predictor(
     if method == "StatNN":
         model.set_normalization(data.features["stats"][train_idx])
     model.to(device).train()
-    lr = config.gmn_lr if method == "GMN" and config.gmn_lr is not None else config.lr
+    lr = config.gmn_lr if method == "GMN" and config.gmn_lr else config.lr
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=config.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, config.steps))
     gen = torch.Generator().manual_seed(seed)
@@ -280,23 +343,52 @@ def scatter_plot(path: Path, scatter: dict[str, dict[str, tuple[Tensor, Tensor]]
             ax.set_xlabel("true test accuracy")
             ax.set_ylabel("predicted")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=120)
     plt.close(fig)
+    write_bytes(path, png.getvalue())
 
 
-def save_gmn_predictor(model: nn.Module, folder: Path, name: str, meta: dict[str, Any]) -> None:
-    """Store a trained :class:`GMNPredictor` as ``<name>.safetensors`` + ``<name>.json``."""
-    folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(folder / f"{name}.safetensors"))
-    (folder / f"{name}.json").write_text(json.dumps(meta, indent=1))
+def save_gmn_predictor(model: nn.Module, folder: str | Path, name: str,
+                       meta: dict[str, Any]) -> None:  # fmt: skip
+    """Store a trained :class:`GMNPredictor` as ``<name>.safetensors`` + ``<name>.json``,
+    both written as one checkpoint (a reader never sees one without the other)."""
+    write_checkpoint(folder, {f"{name}.safetensors": tensor_bytes(model.state_dict()),
+                              f"{name}.json": json_bytes(meta)})  # fmt: skip
 
 
-def run(config: TrainConfig, out: Path, save_weights: Path | None = None,
-        progress: bool = True) -> dict[str, Any]:  # fmt: skip
-    """Build / load the zoos, train every (zoo, split, method, seed) and write the table."""
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(asdict(config), indent=1))
+RESULT_FILES = ("results.json", "results.md", "scatter.png", "config.json")
+
+
+def predictor_files(zoos: Sequence[str]) -> list[str]:
+    """The files ``--save-weights`` writes for ``zoos``."""
+    return [f"{z}{ext}" for z in zoos for ext in (".safetensors", ".json")]
+
+
+def prepare_outputs(config: TrainConfig, out: str | Path, save_weights: str | Path | None,
+                    overwrite: bool) -> None:  # fmt: skip
+    """Check both output folders (refusing one that holds files unless ``overwrite``) before
+    creating either, so a refused run writes nothing."""
+    targets = [(Path(out), RESULT_FILES, "--out")]
+    if save_weights:
+        targets.append((Path(save_weights), predictor_files(config.zoos), "--save-weights"))
+    for folder, writes, flag in sorted(targets, key=lambda t: not t[0].exists()):
+        prepare_output(folder, overwrite=overwrite, writes=writes, option=flag)
+
+
+def run(config: TrainConfig, out: str | Path, save_weights: str | Path | None = None,
+        progress: bool = True, overwrite: bool = False) -> dict[str, Any]:  # fmt: skip
+    """Build / load the zoos, train every (zoo, split, method, seed) and write the table.
+
+    Raises:
+        ConfigError: a field of ``config`` is out of range (named as its ``--flag``).
+        FolderNotEmptyError: ``out`` or ``save_weights`` holds files and not ``overwrite``;
+            nothing was written.
+    """
+    cli.validate(config)
+    out = Path(out)
+    prepare_outputs(config, out, save_weights, overwrite)
+    write_json(out / "config.json", asdict(config))
     runs: list[dict[str, Any]] = []
     scatter: dict[str, dict[str, tuple[Tensor, Tensor]]] = {}
     zoo_info = {}
@@ -330,116 +422,29 @@ def run(config: TrainConfig, out: Path, save_weights: Path | None = None,
                             "test_r2": runs[-1]["r2"], "test_tau": runs[-1]["tau"],
                             "train_config": asdict(config)}  # fmt: skip
                     save_gmn_predictor(model, save_weights, kind, meta)
-            (out / "results.json").write_text(json.dumps(
-                {"config": asdict(config), "zoos": zoo_info, "runs": runs,
-                 "aggregate": aggregate(runs)}, indent=1))  # fmt: skip
+            write_json(out / "results.json", {"config": asdict(config), "zoos": zoo_info,
+                                              "runs": runs, "aggregate": aggregate(runs)})
     agg = aggregate(runs)
     result = {"config": asdict(config), "zoos": zoo_info, "runs": runs, "aggregate": agg}
-    (out / "results.json").write_text(json.dumps(result, indent=1))
-    (out / "results.md").write_text(markdown_table(config, agg))
+    write_json(out / "results.json", result)
+    write_text(out / "results.md", markdown_table(config, agg))
     scatter_plot(out / "scatter.png", scatter)
     return result
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    d = TrainConfig()
-    p = argparse.ArgumentParser(
-        prog="python -m predict.train",
-        description="Train GMN / DeepSets / DMC / StatNN accuracy predictors on model zoos "
-        "(built or loaded by predict.zoo) and write results.json, results.md (R2 and Kendall "
-        "tau per split x method, mean ± std over seeds) and scatter.png under --out.",
-    )
-    p.add_argument(
-        "--zoos",
-        nargs="+",
-        default=list(d.zoos),
-        choices=["cnn", "diverse"],
-        help="zoos (table columns): cnn = varying CNNs, diverse = mixed architectures",
-    )
-    p.add_argument("--zoo-size", type=int, default=0, help="networks per zoo (0: zoo default)")
-    p.add_argument(
-        "--zoo-max-steps",
-        type=int,
-        default=d.zoo_max_steps,
-        help="longest training of a zoo network (part of the zoo's cache key)",
-    )
-    p.add_argument(
-        "--zoo-min-steps",
-        type=int,
-        default=d.zoo_min_steps,
-        help="shortest training of a zoo network (part of the zoo's cache key)",
-    )
-    p.add_argument("--zoo-seed", type=int, default=0, help="zoo seed (cache key)")
-    p.add_argument(
-        "--methods",
-        nargs="+",
-        default=list(d.methods),
-        choices=list(METHODS),
-        help="predictors (table rows within a split)",
-    )
-    p.add_argument(
-        "--splits",
-        nargs="+",
-        default=list(d.splits),
-        choices=list(SPLITS),
-        help="50%%: half trains; 5%%: 5%% trains (same test half); OOD: low lr trains",
-    )
-    p.add_argument(
-        "--seeds",
-        nargs="+",
-        type=int,
-        default=list(d.seeds),
-        help="seeds (split draw, predictor init, minibatches); mean and std reported",
-    )
-    p.add_argument("--steps", type=int, default=d.steps, help="training steps per predictor")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="networks per step")
-    p.add_argument("--lr", type=float, default=d.lr, help="AdamW learning rate (cosine decay)")
-    p.add_argument(
-        "--gmn-lr",
-        type=float,
-        default=d.gmn_lr,
-        help="learning rate of the GMN (<= 0: --lr, like the baselines)",
-    )
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW decay")
-    p.add_argument("--hidden", type=int, default=d.hidden, help="predictor / GMN width")
-    p.add_argument("--layers", type=int, default=d.layers, help="GMN message-passing blocks")
-    p.add_argument(
-        "--readout",
-        default=d.readout,
-        choices=list(GMN_READOUTS),
-        help="GMN readout: groups = pool edges per (edge type, layer), mean = one mean",
-    )
-    p.add_argument(
-        "--ood-hparam",
-        default=d.ood_hparam,
-        choices=["lr", "weight_decay", "init_scale", "steps"],
-        help="OOD split: train below this hyper-parameter's median, test above",
-    )
-    p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
-    p.add_argument("--out", type=Path, default=Path("predict_results"), help="output folder")
-    p.add_argument(
-        "--save-weights",
-        type=Path,
-        default=None,
-        help="also store the 50%%-split seed-0 GMN per zoo here (e.g. predict/weights)",
-    )
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    a = p.parse_args(argv)
-    if a.threads:
-        torch.set_num_threads(a.threads)
-    config = TrainConfig(
-        zoos=tuple(a.zoos), zoo_size=a.zoo_size, zoo_min_steps=a.zoo_min_steps,
-        zoo_max_steps=a.zoo_max_steps,
-        zoo_seed=a.zoo_seed, methods=tuple(a.methods), splits=tuple(a.splits),
-        seeds=tuple(a.seeds), steps=a.steps, batch_size=a.batch_size, lr=a.lr,
-        weight_decay=a.weight_decay, hidden=a.hidden, layers=a.layers, readout=a.readout,
-        gmn_lr=a.gmn_lr if a.gmn_lr and a.gmn_lr > 0 else None, ood_hparam=a.ood_hparam,
-        device=a.device,
-    )  # fmt: skip
-    result = run(config, a.out, a.save_weights, progress=not a.quiet)
-    print((a.out / "results.md").read_text())
+def train_command(command: TrainCommand) -> dict[str, Any]:
+    """Run the table of ``command`` and print it."""
+    if command.threads:
+        torch.set_num_threads(command.threads)
+    result = run(command.train_config(), command.out, command.save_weights or None,
+                 progress=not command.quiet, overwrite=command.overwrite)  # fmt: skip
+    print(markdown_table(command, result["aggregate"]))
     return result
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """``python -m predict.train``: every option validated before any work (exit 2 otherwise)."""
+    return cli.run(TrainCommand, train_command, argv, prog="python -m predict.train", doc=__doc__)
 
 
 if __name__ == "__main__":

@@ -24,17 +24,20 @@ the sum of the budgets, not their max). BatchNorm layers train on batch statisti
 training their running statistics are set to the exact statistics of the training set, and
 every label is then computed by the rebuilt ``nn.Module`` in eval mode.
 
-A zoo is cached under ``$GMN_CACHE/zoos/<kind>-<hash of config>/`` (default cache
+A zoo is cached under ``$GMN_CACHE/zoos/<kind>-n<size>-<hash of config>/`` (default cache
 ``~/.cache/graph_metanetworks``) as ``zoo.safetensors`` (every network's ``state_dict``,
-keys ``"<index>.<name>"``) plus ``zoo.json`` (config, and per network its architecture spec,
-hyper-parameters and labels), so it is built once.
+keys ``"<index>.<name>"``), ``zoo.json`` (config, and per network its architecture spec,
+hyper-parameters and labels) and ``build.json`` (build time), so it is built once. The three
+files are written as one checkpoint (``common.persistence.write_checkpoint``): a build killed
+while saving leaves no zoo that a later call would trust. Loading validates both files
+(finite tensors, every field and every network's tensors present); a damaged cache is an error
+naming the file and the field, and ``--rebuild`` builds it again.
 
 Run ``python -m predict.zoo --help`` for the command line.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import math
@@ -42,51 +45,79 @@ import time
 import warnings
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from torch.func import functional_call, grad, replace_all_batch_norm_modules_, vmap
 from tqdm import tqdm
 
+from common import cli
+from common.cli import ConfigError, nonnegative, option, positive
+from common.persistence import (
+    PersistenceError,
+    checkpoint_file,
+    has_checkpoint,
+    json_bytes,
+    load_tensors,
+    read_json,
+    require,
+    tensor_bytes,
+    write_checkpoint,
+)
 from graphs import ParameterGraph
-from predict.architectures import build_module, spec_key
+from graphs import params as P
+from predict.architectures import FAMILIES, build_module, spec_key
 from tasks.data import cache_dir, load_digits_split
 
-__all__ = ["DEFAULT_SIZES", "Zoo", "ZooConfig", "build_zoo", "evaluate_module", "main"]
+__all__ = ["DEFAULT_SIZES", "Zoo", "ZooCommand", "ZooConfig", "build_zoo", "evaluate_module",
+           "main"]  # fmt: skip
 
 DEFAULT_SIZES = {"cnn": 2000, "diverse": 1000}
 LABELS = ("test_acc", "test_loss", "train_acc", "train_loss", "gen_gap")
+ZOO_FILES = ("zoo.safetensors", "zoo.json")  # what a usable cached zoo needs
+HPARAMS = {"lr": float, "weight_decay": float, "init_scale": float, "steps": int, "seed": int}
 
 
 @dataclass(frozen=True)
 class ZooConfig:
-    """What defines a zoo (its hash names the cache folder).
+    """What defines a zoo (its hash names the cache folder); each field is a ``--flag``.
 
     Attributes:
         kind: ``"cnn"`` (varying CNNs) or ``"diverse"`` (mixed architectures).
-        size: number of networks (default 2000 for cnn, 1000 for diverse).
+        size: number of networks (0: 2000 for cnn, 1000 for diverse).
         seed: seed of the hyper-parameter draws, initialisations and minibatches.
         batch_size: minibatch size of every network's training.
         min_steps / max_steps: training length, drawn log-uniformly per network.
         data_seed: seed of the digits train/test split (``tasks.load_digits_split``).
     """
 
-    kind: str = "cnn"
-    size: int = 0
-    seed: int = 0
-    batch_size: int = 32
-    min_steps: int = 20
-    max_steps: int = 500
-    data_seed: int = 0
+    kind: str = option("cnn", "'cnn': varying CNNs (default 2000 nets); 'diverse': MLPs, CNNs "
+                       "with/without BatchNorm, ResNets, ViTs (default 1000 nets)",
+                       choices=tuple(DEFAULT_SIZES))  # fmt: skip
+    size: int = option(0, "number of networks (0: the kind's default)", check=nonnegative)
+    seed: int = option(0, "seed of the draws, initialisations and minibatches",
+                       check=nonnegative)  # fmt: skip
+    batch_size: int = option(32, "minibatch size of every network's training", check=positive)
+    min_steps: int = option(20, "shortest training of a network, in steps", check=positive)
+    max_steps: int = option(500, "longest training of a network, in steps", check=positive)
+    data_seed: int = option(0, "seed of the digits train/test split", check=nonnegative)
+
+    def check(self) -> None:
+        if self.min_steps > self.max_steps:
+            raise ConfigError(f"--min-steps ({self.min_steps}) must not exceed --max-steps "
+                              f"({self.max_steps})")  # fmt: skip
 
     def resolved(self) -> ZooConfig:
-        if self.kind not in DEFAULT_SIZES:
-            raise ValueError(f"unknown zoo kind {self.kind!r}; choose from {sorted(DEFAULT_SIZES)}")
+        """This config, validated, with ``size`` 0 replaced by the kind's default size.
+
+        Raises:
+            ConfigError: a field the zoo cannot be built with (named as its ``--flag``).
+        """
+        cli.validate(self)
         if self.size > 0:
             return self
         return ZooConfig(**{**asdict(self), "size": DEFAULT_SIZES[self.kind]})
@@ -185,10 +216,9 @@ def train_group(
     g = len(hparams)
     order = sorted(range(g), key=lambda i: -hparams[i]["steps"])  # longest first: prefixes
     hs = [hparams[i] for i in order]
-    inits = [_init_params(spec, h) for h in hs]
-    params = {k: torch.stack([p[k] for p in inits]) for k in inits[0]}
-    m1 = {k: torch.zeros_like(v) for k, v in params.items()}
-    m2 = {k: torch.zeros_like(v) for k, v in params.items()}
+    params = P.stack([_init_params(spec, h) for h in hs])  # [G, *shape] per name
+    m1 = P.map_tensors(torch.zeros_like, params)
+    m2 = P.map_tensors(torch.zeros_like, params)
     lr = torch.tensor([h["lr"] for h in hs])
     wd = torch.tensor([h["weight_decay"] for h in hs])
     steps = torch.tensor([h["steps"] for h in hs])
@@ -210,7 +240,7 @@ def train_group(
         idx = torch.randint(0, x.shape[0], (n, batch_size), generator=gen)
         with torch.random.fork_rng():
             torch.manual_seed(seed * 100_003 + t)  # dropout masks
-            grads = grad_fn({k: v[:n] for k, v in params.items()}, x[idx], y[idx])
+            grads = grad_fn(P.member(params, slice(0, n)), x[idx], y[idx])
         c1, c2 = 1 - b1 ** (t + 1), 1 - b2 ** (t + 1)
         for k, gk in grads.items():
             gk = torch.nan_to_num(gk, nan=0.0, posinf=0.0, neginf=0.0)
@@ -223,7 +253,7 @@ def train_group(
             p.sub_(step_lr * (a / c1) / ((b / c2).sqrt() + eps))
     out: list[dict[str, Tensor]] = [{} for _ in range(g)]
     for j, i in enumerate(order):
-        out[i] = {k: v[j].clone() for k, v in params.items()}
+        out[i] = P.map_tensors(Tensor.clone, P.member(params, j))
     return out
 
 
@@ -311,24 +341,88 @@ class Zoo:
         return out
 
     # ------------------------------------------------------------ storage
-    def save(self, folder: Path) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
-        tensors = {
-            f"{i}.{k}": v.contiguous() for i, s in enumerate(self.states) for k, v in s.items()
-        }
-        save_file(tensors, str(folder / "zoo.safetensors"))
-        meta = {"config": asdict(self.config), "records": self.records}
-        (folder / "zoo.json").write_text(json.dumps(meta, indent=1))
+    def save(self, folder: str | Path, build: Mapping[str, Any] | None = None) -> None:
+        """Write ``zoo.safetensors``, ``zoo.json`` (and ``build.json``) as one checkpoint."""
+        tensors = {f"{i}.{k}": v for i, s in enumerate(self.states) for k, v in s.items()}
+        files = {"zoo.safetensors": tensor_bytes(tensors),
+                 "zoo.json": json_bytes({"config": asdict(self.config), "records": self.records})}
+        if build is not None:
+            files["build.json"] = json_bytes(dict(build))
+        write_checkpoint(folder, files)  # fmt: skip
 
     @classmethod
-    def load(cls, folder: Path) -> Zoo:
-        meta = json.loads((folder / "zoo.json").read_text())
-        flat = load_file(str(folder / "zoo.safetensors"))
-        states: list[dict[str, Tensor]] = [{} for _ in meta["records"]]
-        for key, v in flat.items():
-            i, name = key.split(".", 1)
-            states[int(i)][name] = v
-        return cls(ZooConfig(**meta["config"]), meta["records"], states)
+    def load(cls, folder: str | Path) -> Zoo:
+        """The zoo saved in ``folder``, validated.
+
+        Raises:
+            PersistenceError: a file is missing or malformed (a field absent or of the wrong
+                type, a non-finite value, a network's tensors missing or misshapen); the
+                message names the file and the field.
+        """
+        index = checkpoint_file(folder, "zoo.json")
+        meta = read_json(index, what="zoo index")
+        config = _read_zoo_config(require(meta, "config", dict, str(index)), f"{index}: config")
+        records = require(meta, "records", list, str(index), check=lambda r: len(r) == config.size,
+                          why=f"a list of {config.size} network records")  # fmt: skip
+        for i, record in enumerate(records):
+            _check_record(record, f"{index}: records[{i}]")
+        weights = checkpoint_file(folder, "zoo.safetensors")
+        states = _split_states(load_tensors(weights), records, str(weights))
+        return cls(config, records, states)
+
+
+def _read_zoo_config(raw: dict[str, Any], where: str) -> ZooConfig:
+    names = {f.name for f in fields(ZooConfig)}
+    if set(raw) != names:
+        raise PersistenceError(f"{where}: fields {sorted(raw)} are not those of a zoo config "
+                               f"({sorted(names)})")  # fmt: skip
+    try:
+        return ZooConfig(**raw).resolved()
+    except ConfigError as err:
+        raise PersistenceError(f"{where}: {err}") from None
+
+
+def _check_record(record: Any, where: str) -> None:
+    spec = require(record, "spec", dict, where)
+    require(spec, "family", str, f"{where}.spec", check=FAMILIES.__contains__,
+            why=f"one of {sorted(FAMILIES)}")  # fmt: skip
+    require(spec, "kwargs", dict, f"{where}.spec")
+    hparams = require(record, "hparams", dict, where)
+    for name, kind in HPARAMS.items():
+        require(hparams, name, (int, float) if kind is float else int, f"{where}.hparams")
+    labels = require(record, "labels", dict, where)
+    for name in LABELS:
+        require(labels, name, (int, float), f"{where}.labels")
+
+
+def _split_states(flat: Mapping[str, Tensor], records: Sequence[Mapping[str, Any]],
+                  where: str) -> list[dict[str, Tensor]]:  # fmt: skip
+    """Per network its ``state_dict`` from the ``"<index>.<name>"`` keys, checked against the
+    architecture of its record (every tensor present, shapes equal, nothing extra)."""
+    states: list[dict[str, Tensor]] = [{} for _ in records]
+    for key, v in flat.items():
+        index, _, name = key.partition(".")
+        if not (index.isdigit() and int(index) < len(records) and name):
+            raise PersistenceError(f"{where}: tensor {key!r} is not '<network index>.<name>' of "
+                                   f"one of the {len(records)} networks")  # fmt: skip
+        states[int(index)][name] = v
+    expected: dict[str, dict[str, tuple[int, ...]]] = {}
+    for i, (record, state) in enumerate(zip(records, states)):
+        key = spec_key(record["spec"])
+        if key not in expected:
+            try:
+                module = build_module(record["spec"])
+            except (TypeError, ValueError) as err:
+                raise PersistenceError(f"{where}: network {i}'s spec cannot be built: {err}"
+                                       ) from None  # fmt: skip
+            expected[key] = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+        shapes = {k: tuple(v.shape) for k, v in state.items()}
+        if shapes != expected[key]:
+            wrong = sorted(set(shapes).symmetric_difference(expected[key]))
+            wrong = wrong or sorted(k for k in shapes if shapes[k] != expected[key][k])
+            raise PersistenceError(f"{where}: network {i}'s tensors do not match its "
+                                   f"architecture (tensor {i}.{wrong[0]})")  # fmt: skip
+    return states
 
 
 def zoo_folder(config: ZooConfig, root: Path | None = None) -> Path:
@@ -347,8 +441,16 @@ def build_zoo(
     """
     config = config.resolved()
     folder = zoo_folder(config, root)
-    if not rebuild and (folder / "zoo.json").exists():
-        return Zoo.load(folder)
+    if not rebuild and has_checkpoint(folder, ZOO_FILES):
+        try:
+            zoo = Zoo.load(folder)
+        except PersistenceError as err:
+            raise PersistenceError(f"{err} (a damaged zoo cache: pass --rebuild to build it "
+                                   "again)") from None  # fmt: skip
+        if zoo.config != config:
+            raise PersistenceError(f"{folder / 'zoo.json'}: holds a zoo of another config "
+                                   f"({asdict(zoo.config)}); pass --rebuild to build it again")
+        return zoo
     gen = torch.Generator().manual_seed(config.seed)
     specs = [_sample_spec(config.kind, gen) for _ in range(config.size)]
     hps = [_sample_hparams(config, gen) for _ in range(config.size)]
@@ -378,12 +480,11 @@ def build_zoo(
         labels = {"test_acc": test_acc, "test_loss": test_loss, "train_acc": train_acc,
                   "train_loss": train_loss, "gen_gap": train_acc - test_acc}  # fmt: skip
         records.append({"spec": spec, "hparams": hp, "labels": labels})
-        states.append({k: v.detach().clone() for k, v in m.state_dict().items()})
+        states.append(P.map_tensors(Tensor.clone, m.state_dict()))
     zoo = Zoo(config, records, states)
-    zoo.save(folder)
     build_info = {"seconds": time.time() - start, "threads": torch.get_num_threads(),
                   "groups": len(groups)}  # fmt: skip
-    (folder / "build.json").write_text(json.dumps(build_info, indent=1))
+    zoo.save(folder, build_info)
     return zoo
 
 
@@ -403,41 +504,41 @@ def summary(zoo: Zoo) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def main(argv: Sequence[str] | None = None) -> Zoo:
-    parser = argparse.ArgumentParser(
-        prog="python -m predict.zoo",
-        description="Build (or load from the cache) a model zoo of 8x8-digit classifiers "
-        "labelled with their test accuracy, train loss and generalization gap. Cached under "
-        "$GMN_CACHE/zoos (default ~/.cache/graph_metanetworks/zoos) as safetensors + JSON.",
-    )
-    parser.add_argument(
-        "--kind",
-        choices=sorted(DEFAULT_SIZES),
-        default="cnn",
-        help="'cnn': varying CNNs (default 2000 nets); 'diverse': MLPs, CNNs "
-        "with/without BatchNorm, ResNets, ViTs (default 1000 nets)",
-    )
-    parser.add_argument("--size", type=int, default=0, help="number of networks (0: default)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of draws, inits, batches")
-    parser.add_argument("--batch-size", type=int, default=32, help="minibatch size (default 32)")
-    parser.add_argument("--min-steps", type=int, default=20, help="shortest training (default 20)")
-    parser.add_argument("--max-steps", type=int, default=500, help="longest training (default 500)")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
-    parser.add_argument("--cache", type=Path, default=None, help="cache root (default $GMN_CACHE)")
-    parser.add_argument("--rebuild", action="store_true", help="ignore a cached zoo")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    config = ZooConfig(kind=args.kind, size=args.size, seed=args.seed, batch_size=args.batch_size,
-                       min_steps=args.min_steps, max_steps=args.max_steps)  # fmt: skip
+@dataclass(frozen=True)
+class ZooCommand(ZooConfig):
+    """``python -m predict.zoo``: a :class:`ZooConfig` plus how to run the build."""
+
+    threads: int = option(0, "torch CPU threads (0: torch's default)", check=nonnegative)
+    cache: str = option("", "cache root (empty: $GMN_CACHE, else ~/.cache/graph_metanetworks)")
+    rebuild: bool = option(False, "build again even if the zoo is cached")
+    quiet: bool = option(False, "no progress bar")
+
+    def check(self) -> None:
+        super().check()
+        if self.cache and Path(self.cache).exists() and not Path(self.cache).is_dir():
+            raise ConfigError(f"--cache {self.cache} is a file, not a folder")
+
+    def zoo_config(self) -> ZooConfig:
+        return ZooConfig(**{f.name: getattr(self, f.name) for f in fields(ZooConfig)})
+
+
+def build_command(command: ZooCommand) -> Zoo:
+    """Build (or load) the zoo of ``command`` and print its summary as JSON."""
+    if command.threads:
+        torch.set_num_threads(command.threads)
+    config, root = command.zoo_config(), Path(command.cache) if command.cache else None
     start = time.time()
-    zoo = build_zoo(config, args.cache, progress=not args.quiet, rebuild=args.rebuild)
+    zoo = build_zoo(config, root, progress=not command.quiet, rebuild=command.rebuild)
     info = summary(zoo)
-    info["folder"] = str(zoo_folder(config, args.cache))
+    info["folder"] = str(zoo_folder(config, root))
     info["seconds_this_call"] = round(time.time() - start, 1)
     print(json.dumps(info, indent=1))
     return zoo
+
+
+def main(argv: Sequence[str] | None = None) -> Zoo:
+    """``python -m predict.zoo``: every option validated before any work (exit 2 otherwise)."""
+    return cli.run(ZooCommand, build_command, argv, prog="python -m predict.zoo", doc=__doc__)
 
 
 if __name__ == "__main__":
