@@ -29,7 +29,7 @@ import math
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from fnmatch import fnmatch
 from importlib import resources
 from pathlib import Path
@@ -50,12 +50,15 @@ __all__ = [
     "PersistenceError",
     "checkpoint_file",
     "has_checkpoint",
+    "figure_bytes",
+    "foreign_files",
     "json_bytes",
     "load_tensors",
     "prepare_output",
     "read_checkpoint",
     "read_json",
     "recover_checkpoint",
+    "refuse_foreign",
     "save_tensors",
     "parse_json",
     "parse_tensors",
@@ -144,14 +147,20 @@ def save_tensors(path: str | os.PathLike, tensors: Mapping[str, Tensor],
     return write_bytes(path, tensor_bytes(tensors, metadata))
 
 
-def write_figure(fig, path: str | os.PathLike, dpi: int = 110) -> Path:
-    """Save a matplotlib figure as a PNG atomically (and close it)."""
+def figure_bytes(fig, dpi: int = 110) -> bytes:
+    """A matplotlib figure laid out (``tight_layout``) and rendered as PNG bytes; closes it."""
     import matplotlib.pyplot as plt
 
+    fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, dpi=dpi, format="png")
     plt.close(fig)
-    return write_bytes(path, buf.getvalue())
+    return buf.getvalue()
+
+
+def write_figure(fig, path: str | os.PathLike, dpi: int = 110) -> Path:
+    """Save a matplotlib figure as a PNG atomically (:func:`figure_bytes`)."""
+    return write_bytes(path, figure_bytes(fig, dpi))
 
 
 # ----------------------------------------------------------------------------- validated reads
@@ -287,7 +296,7 @@ def prepare_output(folder: str | os.PathLike, *, overwrite: bool = False,
         raise PersistenceError(f"{option} {folder} is a file, not a folder")
     writes = list(writes)
     held = sorted(p.name for p in folder.iterdir()) if folder.exists() else []
-    if rerun and all(any(fnmatch(name, w) for w in writes) for name in held):
+    if rerun and not foreign_files(folder, lambda p: any(fnmatch(str(p), w) for w in writes)):
         overwrite = True
     if held and not overwrite:
         shown = ", ".join(held[:5]) + (", ..." if len(held) > 5 else "")
@@ -300,6 +309,38 @@ def prepare_output(folder: str | os.PathLike, *, overwrite: bool = False,
         for pattern in [*writes, STAGING_DIR, COMMIT_DIR]:
             for path in folder.glob(pattern):
                 shutil.rmtree(path) if path.is_dir() else path.unlink()
+    return folder
+
+
+def foreign_files(folder: str | os.PathLike, ours: Callable[[Path], bool]) -> list[Path]:
+    """Files under ``folder`` (recursively, relative to it) that ``ours`` does not claim."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(path.relative_to(folder) for path in folder.rglob("*")
+                  if not path.is_dir() and not ours(path.relative_to(folder)))
+
+
+def refuse_foreign(folder: str | os.PathLike, ours: Callable[[Path], bool], *,
+                   overwrite: bool, option: str = "--out", flag: str = "--overwrite") -> Path:
+    """For a command that *adds to* a folder (a sweep resumed run by run, a cache): check
+    that ``folder`` is missing or holds only files ``ours(relative path)`` claims. Writes
+    nothing; with ``overwrite`` other files are accepted (and left alone).
+
+    Raises:
+        FolderNotEmptyError: ``folder`` holds other files and ``overwrite`` is false.
+        PersistenceError: ``folder`` is a file.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise PersistenceError(f"{option} {folder} is a file, not a folder")
+    held = foreign_files(folder, ours)
+    if held and not overwrite:
+        shown = ", ".join(map(str, held[:5])) + (", ..." if len(held) > 5 else "")
+        raise FolderNotEmptyError(
+            f"{option} {folder} holds files this command did not write ({shown}); choose "
+            f"another {option}, or pass {flag} to write there anyway (those files stay)"
+        )
     return folder
 
 

@@ -11,6 +11,7 @@ import math
 from collections.abc import Mapping
 
 import torch
+from einops import rearrange
 from torch import Tensor, nn
 
 __all__ = ["FlatMLPMetanet", "NoEditMetanet"]
@@ -46,7 +47,7 @@ class FlatMLPMetanet(nn.Module):
     def forward(self, params: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """Batched params (``[B, *shape]`` each) -> outputs of the same shapes."""
         batch = next(iter(params.values())).shape[0]
-        flat = torch.cat([params[k].reshape(batch, -1) for k in self.shapes], dim=1)  # [B, P]
+        flat = torch.cat([rearrange(params[k], "b ... -> b (...)") for k in self.shapes], dim=1)
         out = self.head(self.body(flat))
         pieces = out.split([math.prod(s) for s in self.shapes.values()], dim=1)
         return {

@@ -3,111 +3,91 @@
 Fits one SIREN per digit image (see :mod:`editing.data` for the protocol) and stores the
 batched parameters as safetensors plus a JSON sidecar (config, fit time, PSNRs) under the
 cache directory, named by a hash of the config. Re-running with the same config only
-reports the existing file (use ``--force`` to refit).
+reports the existing file (``--overwrite`` refits and replaces it). A ``--cache-dir`` that
+holds files other than digits-INR caches is refused unless ``--overwrite`` (they are left
+alone).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
+from common import cli
+from common.cli import nonnegative, option, positive
+from common.errors import ConfigError
+from common.persistence import read_json, refuse_foreign
 from editing.data import SPLITS, DigitsINRConfig, build_digits_inrs, cache_dir, cache_paths
+from editing.train import torch_device
+
+__all__ = ["BuildConfig", "build", "main"]
+
+_D = DigitsINRConfig()
 
 
-def _widths(text: str) -> tuple[int, ...]:
-    """Parse ``"2,32,32,1"`` into ``(2, 32, 32, 1)``."""
-    try:
-        return tuple(int(w) for w in text.split(","))
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(f"widths must be comma-separated ints: {text!r}") from err
+@dataclass
+class BuildConfig:
+    """Options of ``python -m editing.build_inrs``."""
+
+    steps: int = option(_D.steps, "Adam steps per INR", check=positive)
+    lr: float = option(_D.lr, "Adam learning rate", check=positive)
+    seed: int = option(_D.seed, "init seed (per image index)", check=nonnegative)
+    size: int = option(_D.size, "image side length in pixels", check=positive)
+    w0: float = option(_D.w0, "SIREN frequency factor", check=positive)
+    widths: list[int] = option(list(_D.widths), "SIREN layer widths (first 2, last 1)",
+                               check=positive)
+    split: str = option(_D.split, "which images to fit ('all' = the full dataset, what "
+                        "load_digits_inrs prefers)", choices=SPLITS)
+    limit: int = option(0, "fit only the first LIMIT images of --split (0: all)",
+                        check=nonnegative)
+    chunk_size: int = option(256, "INRs fitted together (memory / speed only)", check=positive)
+    device: str = option("cpu", "torch device for fitting, e.g. cpu or cuda", check=torch_device)
+    threads: int = option(0, "CPU intra-op threads while fitting (0: torch's default); 1 is "
+                          "fastest on a CPU shared with other jobs", check=nonnegative)
+    cache_dir: str = option("", "cache directory (default: $GMN_CACHE or "
+                            f"~/.cache/graph_metanetworks, currently {cache_dir()})")
+    overwrite: bool = option(False, "refit even if this config is cached (replacing its files), "
+                             "and accept a --cache-dir holding other files")
+    progress: bool = option(True, "show a progress bar")
+
+    def check(self) -> None:
+        if len(self.widths) < 2 or self.widths[0] != 2 or self.widths[-1] != 1:
+            raise ConfigError(f"--widths must start with 2 and end with 1 (coordinates in, "
+                              f"intensity out), got {self.widths}")
+
+    def inr_config(self) -> DigitsINRConfig:
+        return DigitsINRConfig(steps=self.steps, lr=self.lr, seed=self.seed, size=self.size,
+                               w0=self.w0, widths=tuple(self.widths), split=self.split,
+                               limit=self.limit or None)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The command-line interface."""
-    d = DigitsINRConfig()
-    p = argparse.ArgumentParser(
-        prog="python -m editing.build_inrs",
-        description="Fit one SIREN per 8x8 digit (upsampled) and cache the batched weights "
-        "as safetensors + JSON under the cache directory (named by a hash of the config).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    p.add_argument("--steps", type=int, default=d.steps, help="Adam steps per INR")
-    p.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
-    p.add_argument("--seed", type=int, default=d.seed, help="init seed (per image index)")
-    p.add_argument("--size", type=int, default=d.size, help="image side length in pixels")
-    p.add_argument("--w0", type=float, default=d.w0, help="SIREN frequency factor")
-    p.add_argument(
-        "--widths",
-        type=_widths,
-        default=",".join(map(str, d.widths)),
-        help="SIREN layer widths, comma-separated (first 2, last 1), e.g. 2,32,32,1",
-    )
-    p.add_argument(
-        "--split",
-        choices=SPLITS,
-        default=d.split,
-        help="which images to fit ('all' = the full dataset, what load_digits_inrs prefers)",
-    )
-    p.add_argument(
-        "--limit", type=int, default=None, help="fit only the first LIMIT images of --split"
-    )
-    p.add_argument(
-        "--chunk-size", type=int, default=256, help="INRs fitted together (memory/speed only)"
-    )
-    p.add_argument("--device", default=None, help="torch device for fitting, e.g. cpu or cuda")
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="CPU intra-op threads while fitting (None: torch's default); 1 is fastest on a "
-        "CPU shared with other jobs",
-    )
-    p.add_argument(
-        "--cache-dir",
-        default=None,
-        help=f"cache directory; None means $GMN_CACHE or ~/.cache/graph_metanetworks "
-        f"(currently {cache_dir()})",
-    )
-    p.add_argument("--force", action="store_true", help="refit even if a cached file exists")
-    p.add_argument("--no-progress", action="store_true", help="disable the progress bar")
-    return p
+def _is_cache_file(rel: Path) -> bool:
+    return len(rel.parts) == 1 and rel.name.lstrip(".").startswith("digits_inr_")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; prints the cache path and the JSON summary. Returns the exit code."""
-    args = build_parser().parse_args(argv)
-    config = DigitsINRConfig(
-        steps=args.steps,
-        lr=args.lr,
-        seed=args.seed,
-        size=args.size,
-        w0=args.w0,
-        widths=args.widths,
-        split=args.split,
-        limit=args.limit,
-    )
-    weights, info_path = cache_paths(config, args.cache_dir)
-    if weights.exists() and not args.force:
+def build(cfg: BuildConfig) -> int:
+    """Fit (or find) the cached INRs of ``cfg``; prints the cache path and a summary."""
+    config, root = cfg.inr_config(), cfg.cache_dir or None
+    if root is not None:
+        refuse_foreign(root, _is_cache_file, overwrite=cfg.overwrite, option="--cache-dir")
+    weights, info_path = cache_paths(config, root)
+    if weights.exists() and not cfg.overwrite:
         print(f"cached: {weights}")
-    build_digits_inrs(
-        config,
-        root=args.cache_dir,
-        chunk_size=args.chunk_size,
-        device=args.device,
-        progress=not args.no_progress,
-        force=args.force,
-        num_threads=args.threads,
-    )
+    build_digits_inrs(config, root=root, chunk_size=cfg.chunk_size, device=cfg.device,
+                      progress=cfg.progress, force=cfg.overwrite,
+                      num_threads=cfg.threads or None)
     if info_path.exists():
-        info = json.loads(info_path.read_text())
-        print(
-            f"{info['config']['n_images']} INRs | fit {info['fit_seconds']:.1f}s | "
-            f"mean PSNR {info['mean_psnr']:.2f} dB | {weights}"
-        )
+        info = read_json(info_path, what="digits-INR cache info")
+        print(f"{info['config']['n_images']} INRs | fit {info['fit_seconds']:.1f}s | "
+              f"mean PSNR {info['mean_psnr']:.2f} dB | {weights}")
     return 0
 
 
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m editing.build_inrs``; returns the exit code (0)."""
+    return cli.run(BuildConfig, build, argv, prog="python -m editing.build_inrs", doc=__doc__)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

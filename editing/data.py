@@ -3,16 +3,19 @@
 Protocol (fixed so results compare across methods):
 
 * images: ``sklearn.datasets.load_digits`` / 16, bilinearly upsampled (``align_corners=False``)
-  to 28x28 -> ``[1797, 28, 28]`` float32 in ``[0, 1]``;
-* split: ``torch.randperm(1797, generator=Generator().manual_seed(0))``, first 1400 ``train``,
-  next 200 ``val``, last 197 ``test``;
+  to 28x28 -> ``[1797, 28, 28]`` float32 in ``[0, 1]`` (:func:`tasks.data.load_digits_images`);
+* split: ``torch.randperm(1797, generator=Generator().manual_seed(0))``
+  (:func:`tasks.data.digits_permutation`), first 1400 ``train`` (the train set of
+  ``tasks.data.load_digits_split(0)``), next 200 ``val``, last 197 ``test``;
 * INRs: SIREN 2 -> 32 -> 32 -> 1, ``w0 = 30``, original init seeded per image index, Adam
   lr 1e-3, 1000 full-batch steps on the pixel MSE (:func:`editing.inr.fit_inrs`).
 
 Fitted parameters are cached as safetensors (+ a JSON sidecar with the config, fitting time
-and PSNRs) under ``$GMN_CACHE`` (default ``~/.cache/graph_metanetworks``), in a file named by a
-hash of the config, so every configuration is fitted once. Build the full dataset with
-``python -m editing.build_inrs``.
+and PSNRs) under ``$GMN_CACHE`` (default ``~/.cache/graph_metanetworks``,
+:func:`tasks.data.cache_dir`), in a file named by a hash of the config, so every configuration
+is fitted once. Files are written atomically and validated on read: a damaged cache file is a
+:class:`common.persistence.PersistenceError` naming it (delete it to refit). Build the full
+dataset with ``python -m editing.build_inrs``.
 """
 
 from __future__ import annotations
@@ -21,20 +24,25 @@ import dataclasses
 import functools
 import hashlib
 import json
-import os
 import platform
-import tempfile
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from common.persistence import (
+    PersistenceError,
+    json_bytes,
+    load_tensors,
+    read_json,
+    tensor_bytes,
+    write_bytes,
+)
 from editing.inr import DEFAULT_W0, DEFAULT_WIDTHS, Params, fit_inrs, param_shapes, psnr, render
+from graphs import params as P
+from tasks.data import DIGITS_NUM, cache_dir, digits_permutation, load_digits_images
 
 __all__ = [
     "NUM_DIGITS",
@@ -49,33 +57,24 @@ __all__ = [
     "read_cache",
 ]
 
-NUM_DIGITS = 1797
+NUM_DIGITS = DIGITS_NUM
 SPLIT_SIZES: dict[str, int] = {"train": 1400, "val": 200, "test": 197}
 SPLITS: tuple[str, ...] = ("all", "train", "val", "test")
 """Valid split names; ``"all"`` is every image in dataset (sklearn) order."""
 _CACHE_VERSION = 1
 
 
-def cache_dir() -> Path:
-    """Cache directory: ``$GMN_CACHE`` or ``~/.cache/graph_metanetworks`` (read at call time)."""
-    return Path(os.environ.get("GMN_CACHE", Path.home() / ".cache" / "graph_metanetworks"))
-
-
 @functools.lru_cache(maxsize=4)
 def _digits_images(size: int) -> tuple[Tensor, dict[str, Tensor]]:
-    from sklearn.datasets import load_digits
-
-    x = torch.as_tensor(load_digits().images, dtype=torch.float32) / 16.0  # [1797, 8, 8]
-    up = F.interpolate(x[:, None], size=(size, size), mode="bilinear", align_corners=False)[:, 0]
-    perm = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(0))
+    perm = digits_permutation(0)
     n_tr, n_va = SPLIT_SIZES["train"], SPLIT_SIZES["val"]
     splits = {
-        "all": torch.arange(x.shape[0]),
+        "all": torch.arange(NUM_DIGITS),
         "train": perm[:n_tr],
         "val": perm[n_tr : n_tr + n_va],
         "test": perm[n_tr + n_va :],
     }
-    return up.contiguous(), splits
+    return load_digits_images(size), splits
 
 
 def digits_images(size: int = 28) -> tuple[Tensor, dict[str, Tensor]]:
@@ -159,35 +158,37 @@ def cache_paths(config: DigitsINRConfig, root: Path | str | None = None) -> tupl
     return base / f"{stem}.safetensors", base / f"{stem}.json"
 
 
-def _ordered(tensors: Mapping[str, Tensor], widths: tuple[int, ...]) -> Params:
-    """Parameters from ``tensors`` in layer order (safetensors returns keys sorted)."""
-    return {k: tensors[k] for k in param_shapes(widths)}
-
-
 def read_cache(
     config: DigitsINRConfig, root: Path | str | None = None
 ) -> tuple[Params, Tensor, dict[str, object]] | None:
-    """Load a cached build: ``(params, indices [n], info)``, or ``None`` if not cached."""
+    """Load a cached build: ``(params, indices [n], info)``, or ``None`` if not cached.
+
+    Raises:
+        PersistenceError: the cached file (named in the message) is unreadable, holds
+            non-finite values, or lacks a tensor / has a shape ``config`` does not give.
+    """
     weights, info_path = cache_paths(config, root)
     if not weights.exists():
         return None
-    tensors = load_file(str(weights))
-    info = json.loads(info_path.read_text()) if info_path.exists() else {}
-    return _ordered(tensors, config.widths), tensors["indices"], info
-
-
-def _atomic_write(path: Path, write: object) -> None:
-    """Write via a temp file in ``path``'s directory + ``os.replace`` (no torn files)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
     try:
-        write(tmp)  # type: ignore[operator]
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        tensors = load_tensors(weights)
+        info = read_json(info_path, what="digits-INR cache info") if info_path.exists() else {}
+    except PersistenceError as err:
+        raise PersistenceError(f"{err} (a damaged cache file: delete it to refit)") from None
+    shapes = {"indices": (), "psnr": (), **param_shapes(config.widths)}
+    for name in shapes:
+        if name not in tensors:
+            raise PersistenceError(f"{weights}: tensor {name!r} is missing; delete it to refit")
+    n = tensors["indices"].shape[0]
+    for name, per_inr in shapes.items():
+        shape = (n, *per_inr)
+        if tuple(tensors[name].shape) != shape:
+            raise PersistenceError(
+                f"{weights}: tensor {name!r} has shape {tuple(tensors[name].shape)}, expected "
+                f"{shape} for SIREN widths {config.widths}; delete it to refit"
+            )
+    params = {k: tensors[k] for k in param_shapes(config.widths)}  # layer order
+    return params, tensors["indices"], info
 
 
 def build_digits_inrs(
@@ -233,12 +234,10 @@ def build_digits_inrs(
     )
     fit_seconds = time.perf_counter() - t0
     with torch.no_grad():
-        recon = torch.cat(
-            [
-                render({k: v[s : s + 1024] for k, v in params.items()}, target.shape[1:], config.w0)
-                for s in range(0, len(idx), 1024)
-            ]
-        )
+        recon = torch.cat([
+            render(P.member(params, slice(s, s + 1024)), target.shape[1:], config.w0)
+            for s in range(0, len(idx), 1024)
+        ])
     scores = psnr(recon, target)
     split_of = {int(i): name for name in ("train", "val", "test") for i in splits[name]}
     per_split: dict[str, float] = {}
@@ -260,12 +259,11 @@ def build_digits_inrs(
         "machine": platform.machine(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    tensors = {k: v.contiguous() for k, v in params.items()}
-    tensors["indices"] = idx.to(torch.int64).contiguous()
-    tensors["psnr"] = scores.float().contiguous()
+    tensors = {**params, "indices": idx.to(torch.int64), "psnr": scores.float()}
     meta = {"config": json.dumps(config.to_dict(), sort_keys=True)}
-    _atomic_write(weights, lambda p: save_file(tensors, p, metadata=meta))
-    _atomic_write(info_path, lambda p: Path(p).write_text(json.dumps(info, indent=2) + "\n"))
+    # the info first: a reader that finds the weights finds their info too
+    write_bytes(info_path, json_bytes(info))
+    write_bytes(weights, tensor_bytes(tensors, meta))
     if progress:
         print(
             f"fitted {len(idx)} INRs in {fit_seconds:.1f}s, mean PSNR {info['mean_psnr']:.2f} dB"
@@ -311,8 +309,10 @@ def load_digits_inrs(
     images = _digits_images(base.size)[0][idx].clone()
     kwargs = dict(root=root, chunk_size=chunk_size, device=device, progress=progress)
 
+    source = base
     cached = read_cache(base, root)
     if cached is None and limit is not None:
+        source = wanted
         cached = read_cache(wanted, root)
         if cached is None and build:
             build_digits_inrs(wanted, **kwargs)  # type: ignore[arg-type]
@@ -323,10 +323,17 @@ def load_digits_inrs(
                 f"no cached digits-INR build at {cache_paths(base, root)[0]}; "
                 "run `python -m editing.build_inrs`"
             )
+        source = base
         build_digits_inrs(base, **kwargs)  # type: ignore[arg-type]
         cached = read_cache(base, root)
     assert cached is not None
     params, stored, _ = cached
     row_of = {int(i): r for r, i in enumerate(stored)}
+    missing = [int(i) for i in idx if int(i) not in row_of]
+    if missing:
+        raise PersistenceError(
+            f"{cache_paths(source, root)[0]} lacks images {missing[:5]} of split {split!r}; "
+            "delete it to refit"
+        )
     rows = torch.tensor([row_of[int(i)] for i in idx], dtype=torch.int64)
-    return {k: v[rows].clone() for k, v in params.items()}, images
+    return P.member(params, rows), images

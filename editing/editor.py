@@ -22,7 +22,9 @@ leave (GMN invert test MSE ~0.08 at 600 steps; the same happens to 12 free per-t
 scale / shift scalars trained directly). See docs/results/editing/.
 
 Editors are saved as ``<stem>.safetensors`` (state dict) + ``<stem>.json`` (config and
-metadata): :func:`save_editor` / :func:`load_editor_file`.
+metadata), both written as one all-or-nothing checkpoint (:func:`save_editor`) and validated
+on load (:func:`load_editor_file`: finite tensors, a config the code accepts, the tensors an
+editor of that config has, with their shapes).
 """
 
 from __future__ import annotations
@@ -36,18 +38,32 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from einops import rearrange
 from torch import Tensor, nn
 
+from common.persistence import (
+    PersistenceError,
+    json_bytes,
+    parse_json,
+    parse_tensors,
+    read_checkpoint,
+    require,
+    tensor_bytes,
+    write_checkpoint,
+)
 from editing.baselines import FlatMLPMetanet, NoEditMetanet
 from editing.inr import DEFAULT_W0, DEFAULT_WIDTHS, SIREN, param_shapes
 from graphs import GMN, ParameterGraph
 
 __all__ = [
+    "GAMMA_PARAMS",
     "MODELS",
+    "OUTPUT_SCALES",
     "Editor",
     "EditorConfig",
     "GMNMetanet",
+    "editor_files",
+    "editor_from",
     "load_editor_file",
     "save_editor",
 ]
@@ -55,6 +71,10 @@ __all__ = [
 MODELS: tuple[str, ...] = ("gmn", "mlp", "mlp_aug", "identity")
 """Editor models: GMN metanet, flattened-weights MLP, the same MLP trained with random
 hidden-neuron permutations as augmentation, and no edit."""
+OUTPUT_SCALES: tuple[str, ...] = ("preact", "std")
+"""Per-tensor output scales ``u_t``: architecture-derived, or the tensor's std over INRs."""
+GAMMA_PARAMS: tuple[str, ...] = ("linear", "log")
+"""How gammas are learned: directly, or as ``log gamma``."""
 
 
 @dataclass(frozen=True)
@@ -96,13 +116,28 @@ class EditorConfig:
     output_scale: str = "preact"
 
     def __post_init__(self) -> None:
+        """Raises ``ValueError`` naming the first field the code does not accept."""
         if self.model not in MODELS:
             raise ValueError(f"unknown editor model {self.model!r}; choose from {MODELS}")
-        if self.output_scale not in ("std", "preact"):
-            raise ValueError(f"output_scale must be 'std' or 'preact', got {self.output_scale!r}")
-        if self.gamma_param not in ("linear", "log"):
-            raise ValueError(f"gamma_param must be 'linear' or 'log', got {self.gamma_param!r}")
-        object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
+        if self.output_scale not in OUTPUT_SCALES:
+            raise ValueError(f"output_scale must be one of {OUTPUT_SCALES}, "
+                             f"got {self.output_scale!r}")
+        if self.gamma_param not in GAMMA_PARAMS:
+            raise ValueError(f"gamma_param must be one of {GAMMA_PARAMS}, got {self.gamma_param!r}")
+        widths = tuple(int(w) for w in self.widths)
+        if len(widths) < 2 or widths[0] != 2 or widths[-1] != 1 or min(widths) < 1:
+            raise ValueError(f"widths must be positive, start with 2 and end with 1 (a SIREN "
+                             f"image INR), got {widths}")
+        object.__setattr__(self, "widths", widths)
+        for name in ("gmn_hidden", "gmn_layers", "mlp_hidden", "mlp_depth"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if not (math.isfinite(self.w0) and self.w0 > 0):
+            raise ValueError(f"w0 must be a positive finite number, got {self.w0}")
+        if not math.isfinite(self.gamma_init) or (self.gamma_param == "log"
+                                                   and self.gamma_init <= 0):
+            raise ValueError(f"gamma_init must be finite (and > 0 for gamma_param='log'), "
+                             f"got {self.gamma_init}")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -110,14 +145,30 @@ class EditorConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> EditorConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        kw = {k: v for k, v in d.items() if k in names}
+    def from_dict(cls, d: Mapping[str, Any], where: str = "editor config") -> EditorConfig:
+        """The config stored in a file (``to_dict``'s output; unknown keys are ignored).
+
+        Raises:
+            PersistenceError: a field has the wrong type or a value the code does not accept;
+                the message names ``where`` and the field.
+        """
+        if not isinstance(d, Mapping):
+            raise PersistenceError(f"{where}: the editor config is not a JSON object")
+        kinds = {"model": str, "w0": (int, float), "gamma_init": (int, float), "gmn_skip": bool,
+                 "gamma_param": str, "output_scale": str, "widths": list,
+                 **dict.fromkeys(("gmn_hidden", "gmn_layers", "mlp_hidden", "mlp_depth"), int)}
+        kw = {k: require(d, k, kind, where) for k, kind in kinds.items() if k in d}
+        if not all(type(w) is int for w in kw.get("widths", [])):
+            raise PersistenceError(f"{where}: field 'widths' = {kw['widths']!r} is not a list "
+                                   "of integers")
         # files written before these options existed used their original behaviour
         kw.setdefault("gmn_skip", False)
         kw.setdefault("gamma_param", "linear")
         kw.setdefault("output_scale", "std")
-        return cls(**kw)
+        try:
+            return cls(**kw)
+        except ValueError as err:
+            raise PersistenceError(f"{where}: {err}") from None
 
 
 class GMNMetanet(nn.Module):
@@ -202,8 +253,6 @@ class Editor(nn.Module):
         self.metanet = _build_metanet(self.config)
         g0 = self.config.gamma_init
         if self.config.gamma_param == "log":  # gamma = exp(log_gamma), see EditorConfig
-            if g0 <= 0:
-                raise ValueError(f"gamma_param='log' needs gamma_init > 0, got {g0}")
             self.log_gamma_weight = nn.Parameter(torch.full((n_layers,), math.log(g0)))
             self.log_gamma_bias = nn.Parameter(torch.full((n_layers,), math.log(g0)))
         else:
@@ -212,7 +261,7 @@ class Editor(nn.Module):
         self.register_buffer("scale", torch.ones(2 * n_layers))  # s_t, in self.shapes order
         # u_t: output scale; architecture-only for "preact", so not saved in the state dict
         self.register_buffer("out_scale", preact_scales(self.config.widths, self.config.w0),
-                             persistent=False)  # fmt: skip
+                             persistent=False)
 
     @property
     def param_names(self) -> list[str]:
@@ -254,10 +303,10 @@ class Editor(nn.Module):
     def gammas(self) -> Tensor:
         """``[2 L]`` gammas in parameter order (weight, bias per layer)."""
         if self.config.gamma_param == "log":
-            g = torch.stack([self.log_gamma_weight, self.log_gamma_bias], dim=1).exp()
+            g = torch.stack([self.log_gamma_weight, self.log_gamma_bias]).exp()
         else:
-            g = torch.stack([self.gamma_weight, self.gamma_bias], dim=1)
-        return g.reshape(-1)
+            g = torch.stack([self.gamma_weight, self.gamma_bias])
+        return rearrange(g, "kind layer -> (layer kind)")
 
     def forward(self, params: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """Batched params -> edited batched params (same keys, shapes, dtype)."""
@@ -272,39 +321,92 @@ class Editor(nn.Module):
         return {k: v[0] for k, v in out.items()} if single else out
 
 
+def editor_files(editor: Editor, name: str = "editor",
+                 metadata: Mapping[str, Any] | None = None) -> dict[str, bytes]:
+    """The files of a saved editor: ``{name}.safetensors`` (state dict) and ``{name}.json``
+    (``{"config": ..., **metadata}``), as bytes, for :func:`common.persistence.write_checkpoint`."""
+    config = editor.config.to_dict()
+    tensors = tensor_bytes(editor.state_dict(), {"config": json.dumps(config)})
+    info = json_bytes({"config": config, **dict(metadata or {})})
+    return {f"{name}.safetensors": tensors, f"{name}.json": info}
+
+
+def _split_stem(stem: Path | str) -> tuple[Path, str]:
+    """``(folder, name)`` of an editor stem given with or without a suffix."""
+    stem = Path(stem)
+    if stem.suffix in (".safetensors", ".json"):
+        stem = stem.with_suffix("")
+    return stem.parent, stem.name
+
+
 def save_editor(
     editor: Editor, stem: Path | str, metadata: Mapping[str, Any] | None = None
 ) -> Path:
     """Write ``<stem>.safetensors`` (state dict) and ``<stem>.json`` (config + ``metadata``).
 
+    Both files are written as one checkpoint (:func:`common.persistence.write_checkpoint`):
+    a reader sees both new files or both old ones.
+
     Returns:
         the safetensors path.
     """
-    stem = Path(stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in editor.state_dict().items()}
-    weights = stem.with_suffix(".safetensors")
-    save_file(tensors, str(weights), metadata={"config": json.dumps(editor.config.to_dict())})
-    info = {"config": editor.config.to_dict(), **dict(metadata or {})}
-    stem.with_suffix(".json").write_text(json.dumps(info, indent=2) + "\n")
-    return weights
+    folder, name = _split_stem(stem)
+    write_checkpoint(folder, editor_files(editor, name, metadata))
+    return folder / f"{name}.safetensors"
 
 
 def load_editor_file(
     stem: Path | str, device: torch.device | str | None = None
 ) -> Editor:
-    """Load an editor written by :func:`save_editor` (``stem`` with or without a suffix)."""
-    stem = Path(stem)
-    if stem.suffix in (".safetensors", ".json"):
-        stem = stem.with_suffix("")
-    weights, info_path = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
-    if not weights.exists():
-        raise FileNotFoundError(f"no editor weights at {weights}")
-    info = json.loads(info_path.read_text())
-    editor = Editor(EditorConfig.from_dict(info["config"]))
-    editor.load_state_dict(load_file(str(weights)))
-    editor.info = info  # type: ignore[attr-defined]
+    """Load an editor written by :func:`save_editor` (``stem`` with or without a suffix).
+
+    The files are validated: every tensor finite, a config the code accepts, exactly the
+    tensors an editor of that config has, with their shapes. ``editor.info`` holds the JSON.
+
+    Raises:
+        PersistenceError: a file is missing or malformed; the message names it and the field
+            or tensor.
+    """
+    folder, name = _split_stem(stem)
+    weights, info_path = folder / f"{name}.safetensors", folder / f"{name}.json"
+    files = read_checkpoint(folder, [weights.name, info_path.name])
+    if weights.name not in files:
+        raise PersistenceError(f"no editor weights at {weights}")
+    if info_path.name not in files:
+        raise PersistenceError(f"editor config {info_path} does not exist")
+    text = files[info_path.name].decode(errors="replace")  # bad bytes fail as bad JSON
+    info = parse_json(text, str(info_path), "editor config")
+    tensors = parse_tensors(files[weights.name], str(weights))
+    editor = editor_from(info, tensors, str(info_path), str(weights))
     return editor.to(device) if device is not None else editor
+
+
+def editor_from(info: Any, tensors: Mapping[str, Tensor], info_where: str,
+                weights_where: str) -> Editor:
+    """An :class:`Editor` from a parsed ``<stem>.json`` and its (finite) state-dict tensors.
+
+    Checks the config (:meth:`EditorConfig.from_dict`) and that ``tensors`` are exactly the
+    state dict of an editor of that config, shape for shape; ``editor.info`` holds ``info``.
+
+    Raises:
+        PersistenceError: naming ``info_where`` / ``weights_where`` and the field or tensor.
+    """
+    config = EditorConfig.from_dict(require(info, "config", Mapping, info_where), info_where)
+    editor = Editor(config)
+    expected = {k: tuple(v.shape) for k, v in editor.state_dict().items()}
+    for key in sorted(set(expected) | set(tensors)):
+        if key not in tensors:
+            raise PersistenceError(f"{weights_where}: tensor {key!r} is missing (an editor with "
+                                   f"the config of {info_where} has it)")
+        if key not in expected:
+            raise PersistenceError(f"{weights_where}: unexpected tensor {key!r} (an editor with "
+                                   f"the config of {info_where} has none)")
+        if tuple(tensors[key].shape) != expected[key]:
+            raise PersistenceError(f"{weights_where}: tensor {key!r} has shape "
+                                   f"{tuple(tensors[key].shape)}, expected {expected[key]}")
+    editor.load_state_dict(dict(tensors))
+    editor.info = info  # type: ignore[attr-defined]
+    return editor
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -14,7 +14,10 @@ Here many SIRENs are handled at once as *batched parameters*: a dict, in layer o
     "layers.2.weight" [B, 1, 32]    "layers.2.bias" [B, 1]
 
 The names match :class:`SIREN` (``self.layers = nn.ModuleList([nn.Linear, ...])``), so row
-``i`` loads into such a module with :func:`load_siren` / ``module.load_state_dict``.
+``i`` loads into such a module with :func:`load_siren` / ``module.load_state_dict``. The
+module, its initialisation bound, the coordinate grid and the seed mixing are the ones of
+:mod:`tasks` (``tasks.SIREN``, ``tasks.architectures.siren_weight_bound``,
+``tasks.data.coordinate_grid``, ``tasks.base.item_seed``), re-exported here.
 
 Fitting (:func:`fit_inrs`) uses one ``torch.optim.Adam`` over the stacked parameters with the
 loss ``sum_b mean_pixels (f_b(x) - y_b)^2``. Adam is elementwise and INR ``b``'s parameters
@@ -32,8 +35,16 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
 import torch
-from torch import Tensor, nn
+from einops import rearrange
+from torch import Tensor
 from tqdm.auto import tqdm
+
+from graphs import params as P
+from graphs.params import Params
+from tasks.architectures import SIREN as TasksSIREN
+from tasks.architectures import siren_weight_bound
+from tasks.base import item_seed
+from tasks.data import coordinate_grid
 
 __all__ = [
     "DEFAULT_W0",
@@ -54,8 +65,6 @@ DEFAULT_WIDTHS: tuple[int, ...] = (2, 32, 32, 1)
 DEFAULT_W0: float = 30.0
 """SIREN frequency factor used in the first and hidden layers."""
 
-Params = dict[str, Tensor]
-
 _LAYER_KEY = re.compile(r"^(?P<prefix>.*?)(?P<idx>\d+)\.(?P<kind>weight|bias)$")
 
 
@@ -75,26 +84,9 @@ def param_shapes(widths: Sequence[int] = DEFAULT_WIDTHS) -> dict[str, tuple[int,
     return shapes
 
 
-def make_coords(
-    size: tuple[int, int],
-    device: torch.device | str | None = None,
-    dtype: torch.dtype | None = None,
-) -> Tensor:
-    """Pixel coordinates of an ``H x W`` image: ``linspace(-1, 1)`` per axis, "ij" meshgrid.
-
-    Args:
-        size: ``(H, W)``.
-
-    Returns:
-        ``[H * W, 2]`` with columns ``(row, col)``, row-major so it matches ``image.reshape(-1)``.
-    """
-    h, w = size
-    rows, cols = torch.meshgrid(
-        torch.linspace(-1.0, 1.0, h, device=device, dtype=dtype),
-        torch.linspace(-1.0, 1.0, w, device=device, dtype=dtype),
-        indexing="ij",
-    )
-    return torch.stack([rows.reshape(-1), cols.reshape(-1)], dim=1)
+make_coords = coordinate_grid
+"""Pixel coordinates of an ``(H, W)`` image, ``[H * W, 2]`` row-major with columns
+``(row, col)`` in ``[-1, 1]``: :func:`tasks.data.coordinate_grid` under its editing name."""
 
 
 def _layers(params: Mapping[str, Tensor]) -> list[tuple[Tensor, Tensor]]:
@@ -158,11 +150,11 @@ def render(params: Mapping[str, Tensor], size: tuple[int, int], w0: float = DEFA
     """
     layers = _layers(params)
     weight0 = layers[0][0]
-    coords = make_coords(size, device=weight0.device, dtype=weight0.dtype)
+    coords = coordinate_grid(size, device=weight0.device, dtype=weight0.dtype)
     out = siren_forward(layers, coords, w0)
     if out.shape[-1] != 1:
         raise ValueError(f"last layer must have 1 output channel, got {out.shape[-1]}")
-    return out.reshape(out.shape[0], *size)
+    return rearrange(out, "b (h w) 1 -> b h w", h=size[0], w=size[1])
 
 
 def psnr(pred: Tensor, target: Tensor, eps: float = 1e-12) -> Tensor:
@@ -185,11 +177,12 @@ def psnr(pred: Tensor, target: Tensor, eps: float = 1e-12) -> Tensor:
 # ----------------------------------------------------------------------------- nn.Module view
 
 
-class SIREN(nn.Module):
-    """A single SIREN with the original initialisation (Sitzmann et al., 2020).
+class SIREN(TasksSIREN):
+    """:class:`tasks.SIREN` built from its layer widths: ``SIREN(widths, w0)``.
 
-    ``self.layers`` is an ``nn.ModuleList`` of ``nn.Linear``, so ``state_dict`` keys are
-    ``layers.{i}.weight`` / ``layers.{i}.bias`` (the batched-params names without the batch dim).
+    The same module (initialisation, forward, ``layers.{i}.weight`` / ``layers.{i}.bias``
+    names: the batched-params names without the batch dim); only the constructor reads the
+    widths first, as this package's INRs are described by them.
 
     Args:
         widths: layer widths, e.g. ``(2, 32, 32, 1)``.
@@ -197,24 +190,7 @@ class SIREN(nn.Module):
     """
 
     def __init__(self, widths: Sequence[int] = DEFAULT_WIDTHS, w0: float = DEFAULT_W0) -> None:
-        super().__init__()
-        self.w0 = float(w0)
-        self.layers = nn.ModuleList(
-            nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:], strict=True)
-        )
-        with torch.no_grad():
-            for i, layer in enumerate(self.layers):
-                bound = _weight_bound(i, layer.in_features, self.w0)
-                layer.weight.uniform_(-bound, bound)  # biases keep nn.Linear's default
-
-    def forward(self, coords: Tensor) -> Tensor:
-        """``coords [P, in]`` -> ``[P, out]``."""
-        h = coords
-        for i, layer in enumerate(self.layers):
-            h = layer(h)
-            if i < len(self.layers) - 1:
-                h = torch.sin(self.w0 * h)
-        return h
+        super().__init__(widths=widths, w0=w0)
 
 
 def load_siren(params: Mapping[str, Tensor], index: int = 0, w0: float = DEFAULT_W0) -> SIREN:
@@ -222,25 +198,11 @@ def load_siren(params: Mapping[str, Tensor], index: int = 0, w0: float = DEFAULT
     layers = _layers(params)
     widths = [layers[0][0].shape[2]] + [w.shape[1] for w, _ in layers]
     module = SIREN(widths, w0).to(device=layers[0][0].device, dtype=layers[0][0].dtype)
-    module.load_state_dict({k: v[index].detach().clone() for k, v in params.items()})
+    module.load_state_dict(P.detach(P.member(params, index)))
     return module
 
 
 # ----------------------------------------------------------------------------- init + fitting
-
-
-def _weight_bound(layer: int, fan_in: int, w0: float) -> float:
-    """SIREN init bound: ``1/in`` for the first layer, ``sqrt(6/in)/w0`` for the others."""
-    return 1.0 / fan_in if layer == 0 else math.sqrt(6.0 / fan_in) / w0
-
-
-def _init_seed(seed: int, index: int) -> int:
-    """Deterministic 63-bit generator seed for INR ``index`` under global ``seed``."""
-    # splitmix64-style mixing so (seed, index) pairs do not collide in practice.
-    z = (seed * 0x9E3779B97F4A7C15 + index + 1) & 0xFFFFFFFFFFFFFFFF
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
-    return (z ^ (z >> 31)) >> 1
 
 
 def init_siren_params(
@@ -268,13 +230,13 @@ def init_siren_params(
     for name in shapes:
         layer = int(name.split(".")[1])
         fan_in = widths[layer]
-        bound = _weight_bound(layer, fan_in, w0) if name.endswith("weight") else fan_in**-0.5
+        bound = siren_weight_bound(layer, fan_in, w0) if name.endswith("weight") else fan_in**-0.5
         bounds.append(bound)
     scale = torch.cat([torch.full((n,), b) for n, b in zip(numels, bounds, strict=True)])
     u = torch.empty(len(idx), sum(numels))
     gen = torch.Generator()
     for row, i in enumerate(idx):
-        gen.manual_seed(_init_seed(seed, i))
+        gen.manual_seed(item_seed(seed, i))
         torch.rand(sum(numels), generator=gen, out=u[row])
     flat = (2.0 * u - 1.0) * scale  # [B, n_params] in [-bound, bound]
     chunks = flat.split(numels, dim=1)
@@ -432,7 +394,7 @@ def fit_inrs(
     if idx.numel() != n:
         raise ValueError(f"got {idx.numel()} indices for {n} images")
     dev = torch.device(device) if device is not None else images.device
-    coords = make_coords((h, w), device=dev)
+    coords = coordinate_grid((h, w), device=dev)
     out: dict[str, list[Tensor]] = {k: [] for k in param_shapes(widths)}
     bar = tqdm(total=n * steps, desc="fit INRs", unit="inr-step", disable=not progress)
     if num_threads is None and dev.type == "cpu":
@@ -461,9 +423,10 @@ def _fit_chunks(
     n, h, w = images.shape
     dev = coords.device
     for start in range(0, n, chunk_size):
-        target = images[start : start + chunk_size].to(dev, torch.float32).reshape(-1, h * w)
+        chunk = images[start : start + chunk_size].to(dev, torch.float32)
+        target = rearrange(chunk, "b h w -> b (h w)")
         init = init_siren_params(idx[start : start + chunk_size], widths, w0, seed)
-        params = {k: v.to(dev).requires_grad_(True) for k, v in init.items()}
+        params = P.map_tensors(lambda v: v.to(dev).requires_grad_(True), init)
         fitter = _SirenFitter(_layers(params), coords, target, w0)
         opt = torch.optim.Adam(list(params.values()), lr=lr)
         for step in range(steps):
@@ -472,8 +435,8 @@ def _fit_chunks(
             bar.update(target.shape[0])
             if not bar.disable and (step % 100 == 0 or step == steps - 1):
                 bar.set_postfix(psnr=f"{(-10 * torch.log10(mse.clamp_min(1e-12))).mean():.1f}")
-        for k, v in params.items():
-            out[k].append(v.detach().cpu())
+        for k, v in P.to(P.detach(params), "cpu").items():
+            out[k].append(v)
 
 
 def _benchmark(n: int = 256, steps: int = 50) -> None:  # pragma: no cover - manual helper

@@ -2,19 +2,48 @@
 
 Reads every ``OUT/<edit>/<model>/seed<seed>/log.json`` written by :mod:`editing.train`.
 ``python -m editing.results --runs OUT [--out DIR]`` rewrites the table and draws the
-validation curves (``DIR/results.json``, ``results.md``, ``curves.png``).
+validation curves (``DIR/results.json``, ``results.md``, ``curves.png``, written together as
+one checkpoint). ``--runs`` must hold at least one finished run: an empty result never
+replaces a table. The default ``--out`` is the sweep folder itself (whose table
+``editing.train`` keeps up to date too); another ``--out`` may hold an earlier table (it is
+replaced) but nothing else unless ``--overwrite`` (other files stay).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["REFERENCE", "collect", "main", "markdown", "plot_curves", "write_table"]
+from common import cli
+from common.cli import option
+from common.errors import UserError
+from common.persistence import (
+    figure_bytes,
+    json_bytes,
+    prepare_output,
+    read_json,
+    write_checkpoint,
+    write_figure,
+)
+
+__all__ = [
+    "REFERENCE",
+    "TABLE_FILES",
+    "ResultsConfig",
+    "collect",
+    "curves_figure",
+    "main",
+    "markdown",
+    "plot_curves",
+    "table_files",
+    "write_table",
+]
+
+TABLE_FILES: tuple[str, ...] = ("results.json", "results.md")
+"""The table files :func:`write_table` writes into a sweep folder."""
 
 REFERENCE: dict[str, dict[str, float]] = {
     "no edit": {"dilate": 0.0210, "invert": 0.576, "blur": 0.00167},
@@ -39,7 +68,7 @@ def collect(out: Path | str) -> dict[str, Any]:
     """
     runs = []
     for log_path in sorted(Path(out).glob("*/*/seed*/log.json")):
-        log = json.loads(log_path.read_text())
+        log = read_json(log_path, what="run log")
         cfg = log["config"]
         runs.append({
             "edit": cfg["edit"], "model": cfg["model"], "seed": cfg["seed"],
@@ -48,7 +77,7 @@ def collect(out: Path | str) -> dict[str, Any]:
             "best_val_mse": log["best_val_mse"], "best_step": log["best_step"],
             "wall_seconds": log["wall_seconds"], "path": str(log_path.parent),
             "editor": log.get("editor", {}),
-        })  # fmt: skip
+        })
     table: dict[str, dict[str, Any]] = {}
     for r in runs:
         table.setdefault(r["edit"], {}).setdefault(r["model"], []).append(r)
@@ -121,17 +150,23 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def table_files(results: dict[str, Any]) -> dict[str, bytes]:
+    """``{"results.json": ..., "results.md": ...}`` of ``results`` (see :data:`TABLE_FILES`)."""
+    return {"results.json": json_bytes(results), "results.md": markdown(results).encode()}
+
+
 def write_table(results: dict[str, Any], out: Path | str) -> tuple[Path, Path]:
-    """Write ``OUT/results.json`` and ``OUT/results.md``; returns both paths."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    js, md = out / "results.json", out / "results.md"
-    js.write_text(json.dumps(results, indent=2) + "\n")
-    md.write_text(markdown(results))
-    return js, md
+    """Write ``OUT/results.json`` and ``OUT/results.md`` (both at once); returns both paths."""
+    out = write_checkpoint(out, table_files(results))
+    return out / "results.json", out / "results.md"
 
 
 def plot_curves(results: dict[str, Any], path: Path | str) -> Path:
+    """:func:`curves_figure` saved as a PNG at ``path``; returns it."""
+    return write_figure(curves_figure(results), path)
+
+
+def curves_figure(results: dict[str, Any]):
     """Validation MSE vs step per edit (mean over seeds, band min..max) for every model."""
     import matplotlib
 
@@ -149,10 +184,10 @@ def plot_curves(results: dict[str, Any], path: Path | str) -> Path:
             runs = [r for r in results["runs"] if r["edit"] == edit and r["model"] == model]
             if not runs:
                 continue
-            logs = [json.loads((Path(r["path"]) / "log.json").read_text()) for r in runs]
+            logs = [read_json(Path(r["path"]) / "log.json", what="run log") for r in runs]
             if model == "identity":
                 ax.axhline(statistics.fmean(lg["val_mse"][0] for lg in logs), color="grey",
-                           ls="--", lw=1, label=_MODEL_LABEL[model])  # fmt: skip
+                           ls="--", lw=1, label=_MODEL_LABEL[model])
                 continue
             steps = logs[0]["val_steps"]
             curves = [lg["val_mse"] for lg in logs if lg["val_steps"] == steps]
@@ -167,39 +202,50 @@ def plot_curves(results: dict[str, Any], path: Path | str) -> Path:
             ax.axhline(ref, color="k", ls=":", lw=1, label="NFN-NP (reference, test)")
         ax.set(title=edit, xlabel="step", ylabel="val pixel MSE", yscale="log")
         ax.legend(fontsize=6)
-    return save_figure(fig, path)
+    return fig
 
 
-def save_figure(fig, path: Path | str) -> Path:
-    """``tight_layout``, save as PNG at ``path`` (folders created), close; returns the path."""
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+def _required(value: str) -> str | None:
+    return None if value else "is required"
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(
-        prog="python -m editing.results",
-        description="Aggregate python -m editing.train runs into results.json / results.md "
-        "and draw validation curves (curves.png).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    p.add_argument("--runs", required=True, help="the --out folder of python -m editing.train")
-    p.add_argument("--out", default=None, help="where to write (default: --runs)")
-    args = p.parse_args(argv)
-    results = collect(args.runs)
-    out = Path(args.out or args.runs)
-    js, md = write_table(results, out)
-    fig = plot_curves(results, out / "curves.png")
+@dataclass
+class ResultsConfig:
+    """Options of ``python -m editing.results``."""
+
+    runs: str = option("", "the --out folder of python -m editing.train (required)",
+                       check=_required)
+    out: str = option("", "where to write results.json, results.md and curves.png "
+                      "(default: --runs)")
+    overwrite: bool = option(False, "write the table into an --out (other than --runs) that "
+                             "holds other files (those stay)")
+
+
+def write_results(cfg: ResultsConfig) -> dict[str, Any]:
+    """Collect the runs of ``cfg.runs`` and write the table and curves (see module docstring).
+
+    Raises:
+        UserError: ``--runs`` is missing or holds no finished run (nothing is written), or
+            ``--out`` holds files and ``--overwrite`` was not given.
+    """
+    runs = Path(cfg.runs)
+    if not runs.is_dir():
+        raise UserError(f"--runs {runs} is not a folder (the --out of python -m editing.train)")
+    results = collect(runs)
+    if not results["runs"]:
+        raise UserError(f"--runs {runs} holds no finished run (<edit>/<model>/seed<s>/log.json); "
+                        "nothing written")
+    out = Path(cfg.out or cfg.runs)
+    files = {**table_files(results), "curves.png": figure_bytes(curves_figure(results))}
+    if out.resolve() != runs.resolve():
+        prepare_output(out, overwrite=cfg.overwrite, writes=list(files), rerun=True)
+    write_checkpoint(out, files)
     print(markdown(results))
-    print(f"-> {js}, {md}, {fig}")
+    print(f"-> {', '.join(str(out / name) for name in files)}")
     return results
 
 
-if __name__ == "__main__":
-    main()
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """``python -m editing.results``; returns the results (see :func:`collect`)."""
+    return cli.run(ResultsConfig, write_results, argv, prog="python -m editing.results",
+                   doc=__doc__)

@@ -8,74 +8,74 @@ best-validation GMN editors of a training sweep into the package.
 
 from __future__ import annotations
 
-import json
-import shutil
 from importlib import resources
 from pathlib import Path
 
 import torch
 
-from editing.editor import Editor, load_editor_file
+from common.errors import UserError
+from common.persistence import PersistenceError, read_shipped, shipped_names
+from editing.editor import Editor, editor_from, load_editor_file
 from editing.edits import EDITS
 
-__all__ = ["available_editors", "load_editor", "ship_editor", "weights_dir"]
+__all__ = ["WEIGHTS_PACKAGE", "available_editors", "load_editor", "weights_dir"]
+
+WEIGHTS_PACKAGE = "editing.weights"
+"""The package whose data files are the shipped editors."""
 
 
 def weights_dir() -> Path:
     """Folder of the shipped editors inside the installed package."""
-    return Path(str(resources.files("editing") / "weights"))
+    return Path(str(resources.files(WEIGHTS_PACKAGE)))
 
 
 def available_editors() -> list[str]:
     """Names of the edits with a shipped editor (sorted)."""
-    folder = weights_dir()
-    return sorted(p.stem for p in folder.glob("*.safetensors") if p.stem in EDITS)
+    return [name for name in shipped_names(WEIGHTS_PACKAGE) if name in EDITS]
 
 
 def load_editor(name: str | Path, device: torch.device | str | None = None) -> Editor:
     """A trained editor: ``editor(params)`` maps batched SIREN params to edited ones.
 
+    Which editor a name means, in this order:
+
+    * a ``str`` that is an edit name (``"dilate"``, see :data:`editing.EDITS`): the
+      **shipped** editor of that edit, always, whatever the current folder holds;
+    * anything else is a path: a run folder of ``python -m editing.train`` (holding
+      ``editor.safetensors``), or an editor file ``<stem>.safetensors`` / ``<stem>``.
+
+    So a run folder that happens to be called like an edit is loaded by giving it as a path:
+    ``load_editor(Path("dilate"))`` or ``load_editor("./dilate")``, never by the bare name.
+
     Args:
-        name: an edit name with a shipped editor (see :func:`available_editors`), a run folder
-            of ``python -m editing.train`` (holding ``editor.safetensors``), or the path of an
-            editor ``.safetensors`` file.
+        name: an edit name with a shipped editor (see :func:`available_editors`), or a path.
         device: where to put it (default CPU).
 
     Raises:
-        ValueError: ``name`` is neither a known edit nor an existing path.
-        FileNotFoundError: the edit is known but no editor for it is shipped.
+        UserError: ``name`` is neither an edit name nor an existing run folder or editor file.
+        PersistenceError: the edit has no shipped editor, or the files are malformed (the
+            message names the file and the field or tensor).
     """
-    path = Path(name)
-    if str(name) in EDITS:
-        stem = weights_dir() / str(name)
-        if not stem.with_suffix(".safetensors").exists():
-            raise FileNotFoundError(
+    if isinstance(name, str) and name in EDITS:
+        if name not in available_editors():
+            raise PersistenceError(
                 f"no shipped editor for {name!r}; shipped: {available_editors()} "
                 "(train one with `python -m editing.train --edit NAME`)"
             )
-    elif path.is_dir():
-        stem = path / "editor"
-    elif path.with_suffix(".safetensors").exists():
-        stem = path.with_suffix("")
+        info, tensors = read_shipped(WEIGHTS_PACKAGE, name)
+        where = f"{WEIGHTS_PACKAGE}/{name}"
+        editor = editor_from(info, tensors, f"{where}.json", f"{where}.safetensors")
     else:
-        raise ValueError(
-            f"unknown editor {str(name)!r}: not an edit name {sorted(EDITS)} "
-            "and not an existing run folder or .safetensors file"
-        )
-    editor = load_editor_file(stem, device)
+        path = Path(name)
+        if path.is_dir():
+            path = path / "editor"
+        elif not (path.with_suffix(".safetensors").is_file() or path.is_file()):
+            hint = (f"; the bare name {path.name!r} loads the shipped editor"
+                    if path.name in EDITS else "")
+            raise UserError(
+                f"unknown editor {str(name)!r}: not an edit name {sorted(EDITS)} "
+                f"and not an existing run folder or .safetensors file{hint}"
+            )
+        editor = load_editor_file(path)
     editor.eval()
-    return editor
-
-
-def ship_editor(run: Path | str, name: str) -> Path:
-    """Copy ``run/editor.safetensors`` + ``editor.json`` to ``editing/weights/<name>.*``."""
-    if name not in EDITS:
-        raise ValueError(f"unknown edit {name!r}; choose from {sorted(EDITS)}")
-    run = Path(run)
-    dst = weights_dir()
-    dst.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(run / "editor.safetensors", dst / f"{name}.safetensors")
-    info = json.loads((run / "editor.json").read_text())
-    info["source_run"] = str(run)
-    (dst / f"{name}.json").write_text(json.dumps(info, indent=2) + "\n")
-    return dst / f"{name}.safetensors"
+    return editor.to(device) if device is not None else editor

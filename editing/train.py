@@ -1,6 +1,7 @@
 """Train weight-space INR editors: ``python -m editing.train --edit dilate``.
 
-For every (edit, model, seed) the run folder ``OUT/<edit>/<model>/seed<seed>/`` receives
+For every (edit, model, seed) the run folder ``OUT/<edit>/<model>/seed<seed>/`` receives,
+all at once when the run ends (one checkpoint, see :mod:`common.persistence`):
 
 * ``config.json``   the full :class:`TrainConfig` and :class:`editing.editor.EditorConfig`;
 * ``editor.safetensors`` + ``editor.json``  the best-validation checkpoint (load with
@@ -14,17 +15,20 @@ selection, test (197) for the reported number. Loss and metric: pixel MSE betwee
 rendering of the edited INR and ``EDITS[edit]`` applied to the *ground-truth image* (not to
 the INR's rendering; the INRs reconstruct their images at ~65 dB PSNR, so this changes the
 no-edit MSE by < 1e-6). With several edits / models / seeds, the results table is written to
-``OUT/results.json`` and ``OUT/results.md`` (see :mod:`editing.results`); finished runs are
-skipped, so an interrupted sweep resumes where it stopped.
+``OUT/results.json`` and ``OUT/results.md`` (see :mod:`editing.results`).
+
+Never overwrite: a finished run whose saved settings equal the requested ones is skipped, so
+an interrupted sweep resumes where it stopped; a finished run with other settings, or an
+``--out`` holding files this command did not write, is refused before any training unless
+``--overwrite`` (which retrains those runs; files of others are left alone).
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
 import dataclasses
-import json
 import math
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -35,13 +39,45 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from common import cli
+from common.cli import nonnegative, option, positive
+from common.errors import ConfigError
+from common.persistence import (
+    COMMIT_DIR,
+    STAGING_DIR,
+    FolderNotEmptyError,
+    checkpoint_file,
+    figure_bytes,
+    has_checkpoint,
+    json_bytes,
+    prepare_output,
+    read_json,
+    recover_checkpoint,
+    refuse_foreign,
+    write_checkpoint,
+)
 from editing.data import load_digits_inrs
-from editing.editor import MODELS, Editor, EditorConfig, count_parameters, save_editor
+from editing.editor import (
+    GAMMA_PARAMS,
+    MODELS,
+    OUTPUT_SCALES,
+    Editor,
+    EditorConfig,
+    count_parameters,
+    editor_files,
+)
 from editing.edits import EDITS
 from editing.inr import Params, render
+from editing.results import TABLE_FILES, collect, write_table
 from editing.symmetry import permute_hidden, random_hidden_permutations
+from graphs import params as P
 
-__all__ = ["TrainConfig", "evaluate", "main", "run_dir", "train_editor"]
+__all__ = ["RUN_FILES", "SweepConfig", "TrainConfig", "evaluate", "main", "run_dir", "sweep",
+           "torch_device", "train_editor"]
+
+RUN_FILES: tuple[str, ...] = ("config.json", "editor.safetensors", "editor.json", "log.json",
+                              "curves.png")
+"""The files of a finished run folder (written together when the run ends)."""
 
 
 @dataclass(frozen=True)
@@ -98,10 +134,6 @@ def run_dir(out: Path | str, edit: str, model: str, seed: int) -> Path:
     return Path(out) / edit / model / f"seed{seed}"
 
 
-def _slice(params: Mapping[str, Tensor], idx: Tensor | slice) -> Params:
-    return {k: v[idx] for k, v in params.items()}
-
-
 @torch.no_grad()
 def evaluate(
     editor: Editor, params: Params, targets: Tensor, batch: int = 100, w0: float | None = None
@@ -111,7 +143,7 @@ def evaluate(
     device = editor.scale.device
     out = []
     for s in range(0, targets.shape[0], batch):
-        p = {k: v.to(device) for k, v in _slice(params, slice(s, s + batch)).items()}
+        p = P.to(P.member(params, slice(s, s + batch)), device)
         img = render(editor(p), tuple(targets.shape[1:]), w0).cpu()
         out.append((img - targets[s : s + batch]).pow(2).flatten(1).mean(1))
     return torch.cat(out)
@@ -123,7 +155,8 @@ def _lr_factor(step: int, steps: int, warmup: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
 
 
-def _plot_curves(log: Mapping[str, Any], path: Path) -> None:
+def _curves_png(log: Mapping[str, Any]) -> bytes:
+    """The learning curves of one run (train loss, val MSE, no-edit level) as PNG bytes."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -141,9 +174,7 @@ def _plot_curves(log: Mapping[str, Any], path: Path) -> None:
     title = f"{cfg['edit']} / {cfg['model']} / seed {cfg['seed']}"
     ax.set(xlabel="step", ylabel="pixel MSE", yscale="log", title=title)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return figure_bytes(fig, dpi=120)
 
 
 def train_editor(
@@ -152,6 +183,8 @@ def train_editor(
     out: Path | str | None = None,
     data: Mapping[str, tuple[Params, Tensor]] | None = None,
     progress: bool = True,
+    *,
+    overwrite: bool = False,
 ) -> tuple[Editor, dict[str, Any]]:
     """Train one editor; returns the best-validation editor and the log dict.
 
@@ -159,28 +192,33 @@ def train_editor(
         config: the run (:class:`TrainConfig`); ``config.model`` overrides
             ``editor_config.model``.
         editor_config: architecture (default :class:`EditorConfig` with ``config.model``).
-        out: run folder (``config.json``, ``editor.safetensors/.json``, ``log.json``,
-            ``curves.png``); None: write nothing.
+        out: run folder (:data:`RUN_FILES`, written together at the end); None: write
+            nothing. A folder that already holds files is refused before training unless
+            ``overwrite`` (:func:`common.persistence.prepare_output`).
         data: ``{"train"|"val"|"test": (params, images)}`` (default: the cached digits-INRs).
         progress: tqdm bar.
+        overwrite: replace the files of an earlier run in ``out``.
 
     Returns:
         ``(editor, log)``; ``log["test_mse"]`` is the mean test MSE at the best checkpoint.
     """
+    if out is not None:
+        out = prepare_output(out, overwrite=overwrite, writes=RUN_FILES)
     t0 = time.perf_counter()
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
-    ecfg = dataclasses.replace(editor_config or EditorConfig(), model=config.model)
+    ecfg = _run_editor_config(config, editor_config)
     limits = {"train": config.train_limit, "val": config.val_limit, "test": config.test_limit}
     if data is None:
         data = {s: load_digits_inrs(s, limits[s], progress=progress) for s in limits}
     else:
-        data = {s: (_slice(p, slice(0, limits[s])), im[: limits[s]]) for s, (p, im) in data.items()}
+        data = {s: (P.member(p, slice(0, limits[s])), im[: limits[s]])
+                for s, (p, im) in data.items()}
     edit = EDITS[config.edit]
     targets = {s: edit(im) for s, (_, im) in data.items()}
     device = torch.device(config.device)
-    train_params = {k: v.to(device) for k, v in data["train"][0].items()}
+    train_params = P.to(data["train"][0], device)
     train_targets = targets["train"].to(device)
 
     editor = Editor(ecfg)
@@ -226,12 +264,12 @@ def train_editor(
     log["val_mse"].append(best_val)
     n_train = train_targets.shape[0]
     bar = tqdm(range(steps), desc=f"{config.edit}/{config.model}/s{config.seed}",
-               disable=not progress)  # fmt: skip
+               disable=not progress)
     for step in bar:
         for g, lr in zip(opt.param_groups, base_lrs, strict=True):
             g["lr"] = lr * _lr_factor(step, steps, config.warmup)
         idx = torch.randint(n_train, (config.batch_size,), generator=gen).to(device)
-        batch = _slice(train_params, idx)
+        batch = P.member(train_params, idx)
         if config.model == "mlp_aug":
             batch = permute_hidden(batch, random_hidden_permutations(batch, gen))
         pred = render(editor(batch), size, ecfg.w0)
@@ -266,114 +304,201 @@ def train_editor(
         torch=torch.__version__,
     )
     if out is not None:
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(
-            json.dumps({"train": dataclasses.asdict(config), "editor": ecfg.to_dict()}, indent=2)
-            + "\n"
-        )
         meta = {k: log[k] for k in ("best_step", "best_val_mse", "test_mse", "wall_seconds")}
-        save_editor(editor, out / "editor", {"edit": config.edit, **meta, "train": log["config"]})
-        _plot_curves(log, out / "curves.png")
-        (out / "log.json").write_text(json.dumps(log, indent=1) + "\n")
+        write_checkpoint(out, {
+            "config.json": json_bytes(_saved_config(config, ecfg)),
+            **editor_files(editor, "editor", {"edit": config.edit, **meta, "train": log["config"]}),
+            "curves.png": _curves_png(log),
+            "log.json": json_bytes(log),
+        })
     return editor, log
 
 
-def _parser() -> argparse.ArgumentParser:
-    d, e = TrainConfig(), EditorConfig()
-    p = argparse.ArgumentParser(
-        prog="python -m editing.train",
-        description=(
-            "Train weight-space INR editors theta' = theta + gamma * s * f(theta / s) on the "
-            "digits-INR benchmark (train 1400 / val 200 / test 197 SIRENs). Loss: pixel MSE "
-            "between render(theta') and EDITS[edit](ground-truth image). Reports test MSE at "
-            "the best-validation checkpoint. Writes OUT/<edit>/<model>/seed<seed>/ "
-            "(config.json, editor.safetensors + editor.json, log.json, curves.png) and, "
-            "for the sweep, OUT/results.json + OUT/results.md. Finished runs are skipped "
-            "unless --force."
-        ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    p.add_argument("--edit", nargs="+", default=[d.edit],
-                   help=f"edit(s) to learn, or 'all': {sorted(EDITS)}")  # fmt: skip
-    p.add_argument("--models", "--model", nargs="+", default=[d.model], choices=MODELS,
-                   help="gmn: GMN metanet; mlp: MLP on flattened weights; mlp_aug: the MLP "
-                        "with random hidden-neuron permutations as augmentation; identity: "
-                        "no edit")  # fmt: skip
-    p.add_argument("--seeds", "--seed", nargs="+", type=int, default=[d.seed], help="seeds")
-    p.add_argument("--steps", type=int, default=d.steps, help="training steps")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="INRs per step")
-    p.add_argument("--lr", type=float, default=d.lr, help="metanet AdamW learning rate (cosine)")
-    p.add_argument("--gamma-lr", type=float, default=d.gamma_lr, help="learning rate of gammas")
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW decay")
-    p.add_argument("--warmup", type=int, default=d.warmup, help="linear warmup steps")
-    p.add_argument("--grad-clip", type=float, default=d.grad_clip, help="grad-norm clip (0 off)")
-    p.add_argument("--eval-every", type=int, default=d.eval_every, help="validate every N steps")
-    p.add_argument("--gmn-hidden", type=int, default=e.gmn_hidden, help="GMN width")
-    p.add_argument("--gmn-layers", type=int, default=e.gmn_layers, help="GMN blocks")
-    p.add_argument("--gmn-skip", action=argparse.BooleanOptionalAction, default=e.gmn_skip,
-                   help="add a learned per-tensor affine term a_t * x_t + c_t to the GMN output")
-    p.add_argument("--mlp-hidden", type=int, default=e.mlp_hidden, help="MLP hidden width")
-    p.add_argument("--mlp-depth", type=int, default=e.mlp_depth, help="MLP hidden layers")
-    p.add_argument("--output-scale", default=e.output_scale, choices=("preact", "std"),
-                   help="per-tensor output scale u_t: architecture-derived (preact) or the "
-                        "tensor's std over the training INRs (std)")  # fmt: skip
-    p.add_argument("--gamma-param", default=e.gamma_param, choices=("linear", "log"),
-                   help="learn gamma directly or its log (gamma = exp(u))")
-    p.add_argument("--gamma-init", type=float, default=e.gamma_init, help="initial gammas")
-    p.add_argument("--train-limit", type=int, default=None, help="use first N train INRs")
-    p.add_argument("--val-limit", type=int, default=None, help="use first N val INRs")
-    p.add_argument("--test-limit", type=int, default=None, help="use first N test INRs")
-    p.add_argument("--device", default=d.device, help="torch device, e.g. cpu or cuda")
-    p.add_argument("--threads", type=int, default=1,
-                   help="CPU threads (1 suits shared machines; 0: torch default)")  # fmt: skip
-    p.add_argument("--out", default="runs/editing", help="output folder")
-    p.add_argument("--force", action="store_true", help="retrain runs that already finished")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    return p
+def _run_editor_config(config: TrainConfig, editor_config: EditorConfig | None) -> EditorConfig:
+    """The editor a run trains: ``editor_config`` with the run's model."""
+    return dataclasses.replace(editor_config or EditorConfig(), model=config.model)
+
+
+def _saved_config(config: TrainConfig, editor_config: EditorConfig) -> dict[str, Any]:
+    """What a run folder's ``config.json`` holds."""
+    return {"train": dataclasses.asdict(config), "editor": editor_config.to_dict()}
+
+
+# ----------------------------------------------------------------------------- command line
+_T, _E = TrainConfig(), EditorConfig()
+
+
+def torch_device(value: str) -> str | None:
+    """Option check: ``value`` names a torch device."""
+    try:
+        torch.device(value)
+    except (RuntimeError, ValueError):
+        return "is not a torch device (e.g. cpu, cuda, cuda:1)"
+    return None
+
+
+@dataclass
+class SweepConfig:
+    """Options of ``python -m editing.train``: a sweep over edits x models x seeds."""
+
+    edit: list[str] = option([_T.edit], "edit(s) to learn, or 'all'",
+                             choices=[*sorted(EDITS), "all"])
+    models: list[str] = option([_T.model], "gmn: GMN metanet; mlp: MLP on flattened weights; "
+                               "mlp_aug: the MLP with random hidden-neuron permutations as "
+                               "augmentation; identity: no edit", choices=MODELS)
+    seeds: list[int] = option([_T.seed], "seeds", check=nonnegative)
+    steps: int = option(_T.steps, "training steps", check=positive)
+    batch_size: int = option(_T.batch_size, "INRs per step", check=positive)
+    lr: float = option(_T.lr, "metanet AdamW learning rate (cosine)", check=positive)
+    gamma_lr: float = option(_T.gamma_lr, "learning rate of the gammas", check=positive)
+    weight_decay: float = option(_T.weight_decay, "AdamW weight decay", check=nonnegative)
+    warmup: int = option(_T.warmup, "linear warmup steps", check=nonnegative)
+    grad_clip: float = option(_T.grad_clip, "grad-norm clip (0: off)", check=nonnegative)
+    eval_every: int = option(_T.eval_every, "validate every N steps", check=positive)
+    gmn_hidden: int = option(_E.gmn_hidden, "GMN width", check=positive)
+    gmn_layers: int = option(_E.gmn_layers, "GMN blocks", check=positive)
+    gmn_skip: bool = option(_E.gmn_skip, "add a learned per-tensor affine term a_t * x_t + c_t "
+                            "to the GMN output")
+    mlp_hidden: int = option(_E.mlp_hidden, "MLP hidden width", check=positive)
+    mlp_depth: int = option(_E.mlp_depth, "MLP hidden layers", check=positive)
+    output_scale: str = option(_E.output_scale, "per-tensor output scale u_t: "
+                               "architecture-derived (preact) or the tensor's std over the "
+                               "training INRs (std)", choices=OUTPUT_SCALES)
+    gamma_param: str = option(_E.gamma_param, "learn gamma directly or its log (gamma = exp(u))",
+                              choices=GAMMA_PARAMS)
+    gamma_init: float = option(_E.gamma_init, "initial gammas", check=positive)
+    train_limit: int = option(0, "use only the first N train INRs (0: all)", check=nonnegative)
+    val_limit: int = option(0, "use only the first N val INRs (0: all)", check=nonnegative)
+    test_limit: int = option(0, "use only the first N test INRs (0: all)", check=nonnegative)
+    device: str = option(_T.device, "torch device, e.g. cpu or cuda", check=torch_device)
+    threads: int = option(1, "CPU threads (1 suits shared machines; 0: torch default)",
+                          check=nonnegative)
+    out: str = option("runs/editing", "output folder of the sweep")
+    overwrite: bool = option(False, "retrain runs already in --out (finished, or with other "
+                             "settings) and accept an --out holding other files")
+    quiet: bool = option(False, "no progress bars")
+
+    def check(self) -> None:
+        if "all" in self.edit and len(self.edit) > 1:
+            raise ConfigError("--edit all cannot be combined with edit names")
+
+    def edits(self) -> list[str]:
+        return sorted(EDITS) if self.edit == ["all"] else list(self.edit)
+
+    def editor_config(self) -> EditorConfig:
+        return EditorConfig(
+            gmn_hidden=self.gmn_hidden, gmn_layers=self.gmn_layers, mlp_hidden=self.mlp_hidden,
+            mlp_depth=self.mlp_depth, gamma_init=self.gamma_init, gmn_skip=self.gmn_skip,
+            gamma_param=self.gamma_param, output_scale=self.output_scale,
+        )
+
+    def limits(self) -> dict[str, int | None]:
+        return {"train": self.train_limit or None, "val": self.val_limit or None,
+                "test": self.test_limit or None}
+
+    def runs(self) -> list[TrainConfig]:
+        """One :class:`TrainConfig` per (edit, seed, model), in training order."""
+        limits = self.limits()
+        return [
+            TrainConfig(
+                edit=edit, model=model, steps=self.steps, batch_size=self.batch_size,
+                lr=self.lr, gamma_lr=self.gamma_lr, weight_decay=self.weight_decay,
+                warmup=self.warmup, grad_clip=self.grad_clip, eval_every=self.eval_every,
+                seed=seed, train_limit=limits["train"], val_limit=limits["val"],
+                test_limit=limits["test"], device=self.device, threads=self.threads or None,
+            )
+            for edit in self.edits() for seed in self.seeds for model in self.models
+        ]
+
+
+_RUNTIME_FIELDS = ("device", "threads", "eval_batch")
+"""Train settings that do not change what a run computes (beyond float rounding)."""
+
+
+def _is_sweep_file(rel: Path) -> bool:
+    """Whether ``rel`` (relative to ``--out``) is a file that ``editing.train`` or
+    ``editing.results`` writes there."""
+    parts = rel.parts
+    if parts[0] in (STAGING_DIR, COMMIT_DIR):
+        return True
+    if len(parts) == 1:
+        return parts[0] in (*TABLE_FILES, "curves.png")
+    if len(parts) < 4 or parts[0] not in EDITS or parts[1] not in MODELS:
+        return False
+    if not re.fullmatch(r"seed\d+", parts[2]):
+        return False
+    return parts[3] in (STAGING_DIR, COMMIT_DIR) or (len(parts) == 4 and parts[3] in RUN_FILES)
+
+
+def _settings_changed(folder: Path, config: TrainConfig, editor_config: EditorConfig) -> list[str]:
+    """The ``--flags`` whose values differ from the finished run in ``folder``."""
+    saved = read_json(checkpoint_file(folder, "config.json"), what="run config")
+    want = _saved_config(config, _run_editor_config(config, editor_config))
+    train = {k: v for k, v in saved.get("train", {}).items() if k not in _RUNTIME_FIELDS}
+    editor = EditorConfig.from_dict(saved.get("editor", {}), str(folder / "config.json"))
+    changed = [k for k, v in want["train"].items()
+               if k not in _RUNTIME_FIELDS and train.get(k, "?") != v]
+    changed += [k for k, v in want["editor"].items() if editor.to_dict()[k] != v]
+    return ["--" + k.replace("_", "-") for k in changed]
+
+
+def _plan(cfg: SweepConfig) -> list[tuple[TrainConfig, Path]]:
+    """The runs to train, after checking that none would overwrite anything (writes nothing).
+
+    Raises:
+        FolderNotEmptyError: ``--out`` holds files this command did not write, a finished run
+            has other settings, or a run folder holds an unfinished run's files, and
+            ``--overwrite`` was not given.
+    """
+    refuse_foreign(cfg.out, _is_sweep_file, overwrite=cfg.overwrite)
+    ecfg, todo = cfg.editor_config(), []
+    for run in cfg.runs():
+        folder = run_dir(cfg.out, run.edit, run.model, run.seed)
+        if has_checkpoint(folder, ["log.json"]) and not cfg.overwrite:
+            changed = _settings_changed(folder, run, ecfg)
+            if not changed:
+                print(f"skip {folder} (finished; --overwrite to retrain)")
+                continue
+            raise FolderNotEmptyError(
+                f"{folder} holds a finished run with other {', '.join(changed)}; choose another "
+                "--out, or pass --overwrite to retrain it"
+            )
+        held = [p.name for p in folder.iterdir() if p.name not in (STAGING_DIR, COMMIT_DIR)
+                ] if folder.is_dir() else []
+        if held and not cfg.overwrite:
+            shown = ", ".join(sorted(held)[:5])
+            raise FolderNotEmptyError(f"{folder} holds files ({shown}) but no finished run; "
+                                      "pass --overwrite to replace them")
+        todo.append((run, folder))
+    return todo
+
+
+def sweep(cfg: SweepConfig) -> dict[str, Any]:
+    """Train every run of ``cfg`` not already finished; returns the results table.
+
+    Everything that could refuse (see :func:`_plan`) is checked before any data is loaded.
+    """
+    todo = _plan(cfg)
+    ecfg, progress = cfg.editor_config(), not cfg.quiet
+    if todo:
+        data = {s: load_digits_inrs(s, n, progress=progress) for s, n in cfg.limits().items()}
+    for run, folder in todo:
+        if folder.is_dir():
+            recover_checkpoint(folder)  # finish or drop an interrupted write of this run
+        _, log = train_editor(run, ecfg, folder, data, progress, overwrite=cfg.overwrite)
+        print(
+            f"{run.edit:9s} {run.model:9s} seed {run.seed}: test MSE {log['test_mse']:.5f} "
+            f"(best step {log['best_step']}, {log['wall_seconds']:.0f}s) -> {folder}"
+        )
+        write_table(collect(cfg.out), cfg.out)
+    table = collect(cfg.out)
+    write_table(table, cfg.out)
+    return table
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """CLI entry point; returns the results table (see :func:`editing.results.collect`)."""
-    from editing.results import collect, write_table
-
-    args = _parser().parse_args(argv)
-    edits = sorted(EDITS) if args.edit == ["all"] else args.edit
-    unknown = [e for e in edits if e not in EDITS]
-    if unknown:
-        raise SystemExit(f"unknown edit(s) {unknown}; choose from {sorted(EDITS)} or 'all'")
-    ecfg = EditorConfig(
-        gmn_hidden=args.gmn_hidden, gmn_layers=args.gmn_layers, mlp_hidden=args.mlp_hidden,
-        mlp_depth=args.mlp_depth, gamma_init=args.gamma_init, gmn_skip=args.gmn_skip,
-        gamma_param=args.gamma_param, output_scale=args.output_scale,
-    )  # fmt: skip
-    limits = {"train": args.train_limit, "val": args.val_limit, "test": args.test_limit}
-    progress = not args.quiet
-    data = {s: load_digits_inrs(s, n, progress=progress) for s, n in limits.items()}
-    for edit in edits:
-        for seed in args.seeds:
-            for model in args.models:
-                folder = run_dir(args.out, edit, model, seed)
-                if (folder / "log.json").exists() and not args.force:
-                    print(f"skip {folder} (done; --force to retrain)")
-                    continue
-                cfg = TrainConfig(
-                    edit=edit, model=model, steps=args.steps, batch_size=args.batch_size,
-                    lr=args.lr, gamma_lr=args.gamma_lr, weight_decay=args.weight_decay,
-                    warmup=args.warmup, grad_clip=args.grad_clip, eval_every=args.eval_every,
-                    seed=seed, train_limit=args.train_limit, val_limit=args.val_limit,
-                    test_limit=args.test_limit, device=args.device,
-                    threads=args.threads or None,
-                )  # fmt: skip
-                _, log = train_editor(cfg, ecfg, folder, data, progress)
-                print(
-                    f"{edit:9s} {model:9s} seed {seed}: test MSE {log['test_mse']:.5f} "
-                    f"(best step {log['best_step']}, {log['wall_seconds']:.0f}s) -> {folder}"
-                )
-                write_table(collect(args.out), args.out)
-    table = collect(args.out)
-    write_table(table, args.out)
-    return table
+    """``python -m editing.train``; returns the results table (:func:`editing.results.collect`)."""
+    return cli.run(SweepConfig, sweep, argv, prog="python -m editing.train", doc=__doc__)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ __all__ = [
     "digits_vit",
     "make_activation",
     "resnet18",
+    "siren_weight_bound",
     "small_vit",
 ]
 
@@ -408,13 +409,26 @@ class SequenceTransformer(nn.Module):
 # ----------------------------------------------------------------------------- implicit networks
 
 
+def siren_weight_bound(layer: int, fan_in: int, w0: float) -> float:
+    """SIREN init bound of layer ``layer``'s weights: ``1/in`` for the first layer,
+    ``sqrt(6/in)/w0`` for the others (Sitzmann et al., 2020); weights are ``U(-bound, bound)``."""
+    return 1.0 / fan_in if layer == 0 else math.sqrt(6.0 / fan_in) / w0
+
+
 class SIREN(nn.Module):
     """Sinusoidal representation network (Sitzmann et al., 2020).
 
     ``depth`` hidden layers ``x -> sin(w0 * Linear(x))`` followed by a plain ``Linear``;
     parameters are ``layers.{i}.weight`` / ``layers.{i}.bias``. First-layer weights are
-    ``U(-1/in, 1/in)``, later ones ``U(-sqrt(6/in)/w0, sqrt(6/in)/w0)``; biases keep the
-    ``nn.Linear`` default. The default 2 -> 32 -> 32 -> 1 has 1,185 parameters.
+    ``U(-1/in, 1/in)``, later ones ``U(-sqrt(6/in)/w0, sqrt(6/in)/w0)``
+    (:func:`siren_weight_bound`); biases keep the ``nn.Linear`` default. The default
+    2 -> 32 -> 32 -> 1 has 1,185 parameters.
+
+    Args:
+        in_features, hidden, depth, out_features: ``in -> hidden x depth -> out``.
+        w0: frequency factor of every layer but the last (linear).
+        widths: all layer widths at once, e.g. ``(2, 64, 32, 1)`` (hidden layers of different
+            widths; at least two entries); replaces the four size arguments when given.
 
     Shapes: ``[B, in_features] -> [B, out_features]`` (B = number of coordinates).
     """
@@ -426,17 +440,23 @@ class SIREN(nn.Module):
         depth: int = 2,
         out_features: int = 1,
         w0: float = 30.0,
+        *,
+        widths: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
-        if depth < 1:
-            raise ValueError("SIREN needs at least one sine layer")
-        sizes = [in_features] + [hidden] * depth + [out_features]
+        if widths is None:
+            if depth < 1:
+                raise ValueError("SIREN needs at least one sine layer")
+            sizes = [in_features] + [hidden] * depth + [out_features]
+        else:
+            sizes = [int(w) for w in widths]
+            if len(sizes) < 2 or min(sizes) < 1:
+                raise ValueError(f"widths must be >= 2 positive sizes, got {tuple(widths)}")
         self.w0 = float(w0)
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
         with torch.no_grad():
             for i, layer in enumerate(self.layers):
-                fan_in = layer.in_features
-                bound = 1.0 / fan_in if i == 0 else math.sqrt(6.0 / fan_in) / self.w0
+                bound = siren_weight_bound(i, layer.in_features, self.w0)
                 layer.weight.uniform_(-bound, bound)
 
     def forward(self, x: Tensor) -> Tensor:

@@ -29,18 +29,23 @@ from torch import Tensor, nn
 
 from tasks.data import DataSplit
 
-__all__ = ["Split", "SupervisedTask", "Task", "mix_seed"]
+__all__ = ["Split", "SupervisedTask", "Task", "item_seed", "mix_seed"]
 
 Split = Literal["train", "valid"]
 _SPLIT_CODE = {"train": 0, "valid": 1}
 _MASK64 = (1 << 64) - 1
+_GOLDEN64 = 0x9E3779B97F4A7C15  # SplitMix64's increment, 2^64 / golden ratio
 
 
-def _splitmix64(z: int) -> int:
-    z = (z + 0x9E3779B97F4A7C15) & _MASK64
+def _finalize64(z: int) -> int:
+    """SplitMix64's output function: a bijective avalanche mix of a 64-bit integer."""
     z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
     z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
     return z ^ (z >> 31)
+
+
+def _splitmix64(z: int) -> int:
+    return _finalize64((z + _GOLDEN64) & _MASK64)
 
 
 def mix_seed(*values: int) -> int:
@@ -49,6 +54,18 @@ def mix_seed(*values: int) -> int:
     for v in values:
         z = _splitmix64(z ^ (int(v) & _MASK64))
     return z >> 1
+
+
+def item_seed(seed: int, index: int) -> int:
+    """63-bit generator seed of item ``index`` of a collection seeded by ``seed``.
+
+    SplitMix64's output function of ``seed * golden + index + 1``: distinct ``(seed, index)``
+    pairs do not collide in practice, and an item's seed does not depend on which other items
+    are drawn. The per-image SIREN initialisation of ``editing`` uses it (its cached INR
+    dataset and shipped editors depend on these exact values), which is why it is kept beside
+    :func:`mix_seed` instead of being replaced by ``mix_seed(seed, index)``.
+    """
+    return _finalize64((int(seed) * _GOLDEN64 + int(index) + 1) & _MASK64) >> 1
 
 
 class Task(ABC):

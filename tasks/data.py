@@ -14,6 +14,7 @@ arrays are additionally cached on disk under ``$GMN_CACHE`` (default
 from __future__ import annotations
 
 import functools
+import io
 import os
 import random
 from pathlib import Path
@@ -24,11 +25,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from common.persistence import write_bytes
+
 __all__ = [
     "DataSplit",
     "cache_dir",
     "coordinate_grid",
     "digit_image",
+    "digits_permutation",
+    "load_digits_images",
     "load_digits_split",
     "load_image_fitting",
     "load_mnist1d",
@@ -36,6 +41,7 @@ __all__ = [
     "make_sequence_dataset",
 ]
 
+DIGITS_NUM = 1797
 DIGITS_NUM_TRAIN = 1400
 DIGITS_NUM_TEST = 397
 
@@ -70,6 +76,40 @@ def cache_dir() -> Path:
 # ----------------------------------------------------------------------------- 8x8 digits
 
 
+@functools.lru_cache(maxsize=4)
+def load_digits_images(size: int = 8) -> Tensor:
+    """scikit-learn's bundled 8x8 digits as images, in scikit-learn order (index 0 is a zero).
+
+    Args:
+        size: side length; other than 8, every image is upsampled bilinearly
+            (``align_corners=False``), which keeps values in ``[0, 1]``.
+
+    Returns:
+        ``[1797, size, size]`` float32 in ``[0, 1]`` (pixel values / 16). Cached and shared:
+        treat it as read-only.
+    """
+    from sklearn.datasets import load_digits
+
+    x = torch.as_tensor(load_digits().images, dtype=torch.float32) / 16.0  # [1797, 8, 8]
+    if size != 8:
+        x = F.interpolate(x[:, None], size=(size, size), mode="bilinear", align_corners=False)
+        x = x[:, 0].contiguous()
+    return x
+
+
+def digits_permutation(seed: int = 0) -> Tensor:
+    """The seeded order of the 1797 digits every split here is cut from.
+
+    ``torch.randperm(1797, generator=Generator().manual_seed(seed))``: :func:`load_digits_split`
+    takes the first 1400 as train and the last 397 as test; ``editing``'s digits-INR benchmark
+    (seed 0) keeps the same train set and cuts the 397 into val (200) and test (197).
+
+    Returns:
+        ``[1797]`` int64 indices into :func:`load_digits_images`.
+    """
+    return torch.randperm(DIGITS_NUM, generator=torch.Generator().manual_seed(seed))
+
+
 @functools.lru_cache(maxsize=16)
 def load_digits_split(seed: int = 0) -> DataSplit:
     """scikit-learn's bundled 8x8 digits (1797 images), shuffled by ``seed``.
@@ -77,40 +117,46 @@ def load_digits_split(seed: int = 0) -> DataSplit:
     Returns:
         ``DataSplit`` with ``x_train [1400, 1, 8, 8]`` and ``x_test [397, 1, 8, 8]`` float32
         in ``[0, 1]`` (pixel values / 16), ``y_train [1400]`` / ``y_test [397]`` int64 in 0..9.
-        The split is ``torch.randperm(1797, generator=Generator().manual_seed(seed))``:
-        first 1400 train, last 397 test.
+        The split is :func:`digits_permutation` ``(seed)``: first 1400 train, last 397 test.
     """
     from sklearn.datasets import load_digits
 
-    bunch = load_digits()
-    x = torch.as_tensor(bunch.data, dtype=torch.float32).reshape(-1, 1, 8, 8) / 16.0
-    y = torch.as_tensor(bunch.target, dtype=torch.int64)
-    perm = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))
+    x = load_digits_images(8)[:, None]  # [1797, 1, 8, 8]
+    y = torch.as_tensor(load_digits().target, dtype=torch.int64)
+    perm = digits_permutation(seed)
     train, test = perm[:DIGITS_NUM_TRAIN], perm[DIGITS_NUM_TRAIN:]
     return DataSplit(x[train], y[train], x[test], y[test])
 
 
 def digit_image(index: int = 0, size: int = 28) -> Tensor:
-    """One 8x8 digit upsampled (bilinear, ``align_corners=False``) to ``[size, size]``.
+    """One digit of :func:`load_digits_images` ``(size)``, ``[size, size]`` in ``[0, 1]``.
 
-    Uses the unshuffled scikit-learn order (``index`` 0 is a zero). Values lie in ``[0, 1]``.
+    Uses the unshuffled scikit-learn order (``index`` 0 is a zero). A fresh copy.
     """
-    from sklearn.datasets import load_digits
-
-    img = torch.as_tensor(load_digits().images[index], dtype=torch.float32) / 16.0
-    up = F.interpolate(img[None, None], size=(size, size), mode="bilinear", align_corners=False)
-    return up[0, 0].clamp(0.0, 1.0)
+    return load_digits_images(size)[index].clamp(0.0, 1.0)
 
 
-def coordinate_grid(size: int) -> Tensor:
-    """Pixel-centre coordinates of a ``size x size`` image in ``[-1, 1]^2``.
+def coordinate_grid(
+    size: int | tuple[int, int],
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> Tensor:
+    """Pixel-centre coordinates of an image in ``[-1, 1]^2``: ``linspace(-1, 1)`` per axis.
+
+    Args:
+        size: ``H`` for a square image, or ``(H, W)``.
+        device, dtype: of the result (default: torch's defaults).
 
     Returns:
-        ``[size * size, 2]`` float32, row-major (``(row, col)`` order), matching
-        ``image.reshape(-1)``.
+        ``[H * W, 2]`` with columns ``(row, col)``, row-major (the column moves fastest), so
+        row ``i`` is the pixel ``image.reshape(-1)[i]``.
     """
-    lin = torch.linspace(-1.0, 1.0, size)
-    rows, cols = torch.meshgrid(lin, lin, indexing="ij")
+    h, w = (size, size) if isinstance(size, int) else size
+    rows, cols = torch.meshgrid(
+        torch.linspace(-1.0, 1.0, h, device=device, dtype=dtype),
+        torch.linspace(-1.0, 1.0, w, device=device, dtype=dtype),
+        indexing="ij",
+    )
     return torch.stack([rows.reshape(-1), cols.reshape(-1)], dim=1)
 
 
@@ -165,15 +211,14 @@ def load_mnist1d(seed: int = 42, num_samples: int = 5000, disk_cache: bool = Tru
             with np.load(path) as f:
                 arrays = {k: f[k] for k in ("x", "y", "x_test", "y_test")}
         except (OSError, ValueError, KeyError):
-            arrays = None
+            arrays = None  # a damaged cache file is regenerated (and replaced) below
     if arrays is None:
         arrays = _generate_mnist1d(num_samples, seed)
         if disk_cache:
+            buffer = io.BytesIO()
+            np.savez(buffer, **arrays)
             try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
-                np.savez(tmp, **arrays)
-                os.replace(tmp, path)
+                write_bytes(path, buffer.getvalue())
             except OSError:
                 pass  # a read-only home is fine: the in-memory cache still applies
     return DataSplit(

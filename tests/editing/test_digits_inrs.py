@@ -7,11 +7,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
 import editing
 import editing.data
+from common.persistence import PersistenceError
 from editing.build_inrs import main as build_main
 from editing.data import DigitsINRConfig, cache_paths, load_digits_inrs
+from tests.editing.conftest import snapshot
 
 TINY = DigitsINRConfig(steps=5)
 
@@ -111,3 +114,63 @@ def test_build_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         build_main(["--help"])
     assert "--chunk-size" in capsys.readouterr().out
+
+
+def test_a_damaged_cache_file_is_a_clear_error(tmp_path: Path) -> None:
+    load_digits_inrs("val", limit=2, config=TINY, root=tmp_path, progress=False)
+    weights, info_path = cache_paths(DigitsINRConfig(steps=5, split="val", limit=2), tmp_path)
+    good = weights.read_bytes()
+    weights.write_bytes(good[:100])
+    with pytest.raises(PersistenceError, match=f"{weights.name}.*delete it to refit"):
+        load_digits_inrs("val", limit=2, config=TINY, root=tmp_path, build=False)
+    weights.write_bytes(good)
+    info_path.write_text("{broken")
+    with pytest.raises(PersistenceError, match=info_path.name):
+        load_digits_inrs("val", limit=2, config=TINY, root=tmp_path, build=False)
+    info_path.write_text("{}")
+    params = editing.data.read_cache(DigitsINRConfig(steps=5, split="val", limit=2), tmp_path)[0]
+    save_file({**params, "indices": torch.arange(3), "psnr": torch.zeros(3)}, str(weights))
+    with pytest.raises(PersistenceError, match=f"{weights.name}.*'layers.0.weight'.*shape"):
+        load_digits_inrs("val", limit=2, config=TINY, root=tmp_path, build=False)
+
+
+def test_the_benchmark_cache_key_is_pinned() -> None:
+    """Cached INR files are named by this key: changing it would orphan every cache."""
+    assert DigitsINRConfig().key() == "3950b51a3f938b35"
+    assert DigitsINRConfig(steps=5, split="val", limit=3).key() == "d2b087246f8eea64"
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [
+        (["--steps", "-1"], "--steps"),
+        (["--lr", "nan"], "--lr"),
+        (["--lr", "0"], "--lr"),
+        (["--seed", "-1"], "--seed"),
+        (["--size", "0"], "--size"),
+        (["--w0", "-30"], "--w0"),
+        (["--widths", "2", "0", "1"], "--widths"),
+        (["--widths", "3", "32", "1"], "--widths"),
+        (["--split", "training"], "--split"),
+        (["--limit", "-1"], "--limit"),
+        (["--chunk-size", "0"], "--chunk-size"),
+        (["--threads", "-1"], "--threads"),
+        (["--device", "tpu"], "--device"),
+    ],
+)
+def test_build_cli_refuses_bad_values(tmp_path: Path, refused, argv, flag) -> None:
+    cache = tmp_path / "cache"
+    refused(build_main, [*argv, "--cache-dir", str(cache)], flag)
+    assert not cache.exists()
+
+
+def test_build_cli_never_writes_into_a_folder_of_other_files(tmp_path: Path, refused) -> None:
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "thesis.tex").write_text("mine")
+    args = ["--steps", "3", "--split", "test", "--limit", "2", "--cache-dir", str(folder),
+            "--no-progress"]
+    refused(build_main, args, "--cache-dir", "thesis.tex", "--overwrite")
+    assert snapshot(folder) == {"thesis.tex": b"mine"}
+    assert build_main([*args, "--overwrite"]) == 0
+    assert (folder / "thesis.tex").read_text() == "mine" and len(list(folder.iterdir())) == 3

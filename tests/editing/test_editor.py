@@ -7,8 +7,10 @@ import math
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
 import editing
+from common.persistence import PersistenceError
 from editing.editor import Editor, EditorConfig, load_editor_file, preact_scales, save_editor
 from editing.inr import init_siren_params
 from graphs import ParameterGraph
@@ -67,7 +69,7 @@ def test_fresh_editor_is_identity_and_gamma_init(model: str) -> None:
     cfg = EditorConfig(
         model=model, gmn_hidden=8, gmn_layers=1, mlp_hidden=16, gmn_skip=skip,
         gamma_param="log" if log else "linear",
-    )  # fmt: skip
+    )
     editor = Editor(cfg)
     torch.testing.assert_close(editor.gammas(), torch.full((6,), 0.01), rtol=1e-6, atol=0)
     if not log:
@@ -85,14 +87,14 @@ def test_fresh_editor_is_identity_and_gamma_init(model: str) -> None:
     ("skip", "output_scale", "gamma_param"),
     [(False, "preact", "linear"), (True, "preact", "log"), (False, "std", "linear"),
      (True, "std", "linear")],
-)  # fmt: skip
+)
 def test_gmn_editor_is_permutation_equivariant(
     float64, skip: bool, output_scale: str, gamma_param: str
 ) -> None:
     cfg = EditorConfig(
         gmn_hidden=16, gmn_layers=2, gmn_skip=skip, output_scale=output_scale,
         gamma_param=gamma_param,
-    )  # fmt: skip
+    )
     editor = _randomize_heads(Editor(cfg)).double()
     params = _params(3)
     editor.set_scale(params)
@@ -107,7 +109,7 @@ def test_gmn_editor_is_permutation_equivariant(
     torch.testing.assert_close(
         editing.render(edited_of_permuted, (11, 11)), editing.render(edited, (11, 11)),
         atol=1e-9, rtol=0,
-    )  # fmt: skip
+    )
 
 
 def test_output_scales() -> None:
@@ -189,3 +191,64 @@ def test_save_and_load_round_trip(tmp_path) -> None:
     for k, v in editor(params).items():
         torch.testing.assert_close(loaded(params)[k], v)
     assert not list(tmp_path.glob("*.pt")) and not list(tmp_path.glob("*.pkl"))
+
+
+# ----------------------------------------------------------------------------- damaged files
+def _saved(tmp_path) -> tuple[Editor, dict]:
+    editor = _randomize_heads(Editor(EditorConfig(gmn_hidden=8, gmn_layers=1)))
+    save_editor(editor, tmp_path / "ed", {"edit": "blur"})
+    return editor, json.loads((tmp_path / "ed.json").read_text())
+
+
+def test_save_writes_both_files_at_once(tmp_path) -> None:
+    _saved(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ed.json", "ed.safetensors"]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "words"),
+    [
+        ("model", "transformer", ["ed.json", "transformer"]),
+        ("gmn_hidden", "wide", ["ed.json", "'gmn_hidden'"]),
+        ("gmn_layers", 0, ["ed.json", "gmn_layers"]),
+        ("widths", [2, 32, "x", 1], ["ed.json", "'widths'"]),
+        ("widths", [3, 32, 1], ["ed.json", "widths"]),
+        ("w0", -1.0, ["ed.json", "w0"]),
+        ("gmn_skip", "yes", ["ed.json", "'gmn_skip'"]),
+        ("output_scale", "max", ["ed.json", "output_scale"]),
+        ("gmn_hidden", 16, ["ed.safetensors", "shape"]),  # the weights are for width 8
+        ("model", "mlp", ["ed.safetensors", "missing"]),
+    ],
+)
+def test_load_refuses_a_config_the_code_does_not_accept(tmp_path, field, value, words) -> None:
+    _, info = _saved(tmp_path)
+    info["config"][field] = value
+    (tmp_path / "ed.json").write_text(json.dumps(info))
+    with pytest.raises(PersistenceError) as err:
+        load_editor_file(tmp_path / "ed")
+    for word in words:
+        assert word in str(err.value), (word, str(err.value))
+
+
+def test_load_refuses_damaged_or_nonfinite_weights(tmp_path) -> None:
+    editor, _ = _saved(tmp_path)
+    weights = tmp_path / "ed.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2])  # a truncated copy
+    with pytest.raises(PersistenceError, match="ed.safetensors"):
+        load_editor_file(tmp_path / "ed")
+    tensors = {k: v.clone() for k, v in editor.state_dict().items()}
+    tensors["gamma_weight"][0] = float("nan")
+    save_file(tensors, str(weights))
+    with pytest.raises(PersistenceError, match="ed.safetensors.*gamma_weight.*non-finite"):
+        load_editor_file(tmp_path / "ed")
+    del tensors["gamma_weight"]
+    save_file({**tensors, "gamma_weights": torch.zeros(3)}, str(weights))
+    with pytest.raises(PersistenceError, match="ed.safetensors.*gamma_weight"):
+        load_editor_file(tmp_path / "ed")
+    (tmp_path / "ed.json").write_text("{not json")
+    with pytest.raises(PersistenceError, match="ed.json"):
+        load_editor_file(tmp_path / "ed")
+    (tmp_path / "ed.json").unlink()
+    with pytest.raises(PersistenceError, match="ed.json"):
+        load_editor_file(tmp_path / "ed")

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
 import editing
+from common.errors import UserError
 from editing.demo import main as demo_main
+from editing.editor import Editor, EditorConfig, save_editor
+from tests.editing.conftest import same_state, snapshot
 
 
 @pytest.fixture(scope="module")
@@ -54,26 +58,40 @@ def test_demo_runs(tmp_path, capsys) -> None:
     table = {"table": {"invert": {"mlp": {"mean": 0.123456}, "mlp_aug": {"mean": 0.0987654}}}}
     (tmp_path / "sweep.json").write_text(json.dumps(table))
     argv = ["--edits", "invert", "--limit", "2", "--out", str(tmp_path / "demo"),
-            "--table", str(tmp_path / "sweep.json")]  # fmt: skip
+            "--table", str(tmp_path / "sweep.json")]
     summary = demo_main(argv)
     assert (tmp_path / "demo" / "edits.png").exists() and (tmp_path / "demo" / "demo.json").exists()
     mse = summary["mse"]["invert"]
     assert mse["editor_mse"] < mse["no_edit_mse"] and mse["exact_mse"] < 1e-6
     out = capsys.readouterr().out
     assert "invert" in out and "0.12346" in out and "0.09877" in out and "NFN-NP" in out
+    demo_main(argv)  # a re-run replaces its own files
+    assert sorted(p.name for p in (tmp_path / "demo").iterdir()) == ["demo.json", "edits.png"]
 
 
-def test_ship_picks_run_by_validation_mse(tmp_path) -> None:
-    from editing.ship import _pick_run
+def test_a_bare_edit_name_always_means_the_shipped_editor(tmp_path, monkeypatch) -> None:
+    """A run folder called like an edit is loaded only when given as a path."""
+    shipped = editing.load_editor("dilate")
+    monkeypatch.chdir(tmp_path)
+    run = Editor(EditorConfig(gmn_hidden=8, gmn_layers=1))
+    save_editor(run, tmp_path / "dilate" / "editor")
+    assert same_state(editing.load_editor("dilate"), shipped)
+    for as_path in (Path("dilate"), "./dilate", "dilate/", tmp_path / "dilate"):
+        assert same_state(editing.load_editor(as_path), run), as_path
+    assert same_state(editing.load_editor(Path("dilate") / "editor.safetensors"), run)
+    with pytest.raises(UserError, match="bare name 'blur' loads the shipped editor"):
+        editing.load_editor(Path("blur"))
 
-    for seed, val, test in [(0, 0.3, 0.1), (1, 0.2, 0.5), (2, 0.4, 0.0)]:
-        run = tmp_path / f"seed{seed}"
-        run.mkdir()
-        (run / "log.json").write_text(json.dumps({"best_val_mse": val, "test_mse": test}))
-    assert _pick_run(tmp_path, "best") == tmp_path / "seed1"  # lowest val, not lowest test
-    assert _pick_run(tmp_path, "2") == tmp_path / "seed2"
-    assert _pick_run(tmp_path / "missing", "best") is None
-    other = tmp_path / "other" / "seed7"
-    other.mkdir(parents=True)
-    (other / "log.json").write_text(json.dumps({"best_val_mse": 0.1, "test_mse": 0.9}))
-    assert _pick_run([tmp_path, tmp_path / "other"], "best") == other
+
+def test_demo_refuses_bad_values_and_an_occupied_folder(tmp_path, refused) -> None:
+    out = tmp_path / "demo"
+    refused(demo_main, ["--limit", "-1", "--out", str(out)], "--limit")
+    refused(demo_main, ["--threads", "-2", "--out", str(out)], "--threads")
+    refused(demo_main, ["--edits", "recolor", "--out", str(out)], "--edits")
+    refused(demo_main, ["--edits", "all", "blur", "--out", str(out)], "--edits")
+    assert not out.exists()
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    refused(demo_main, ["--edits", "invert", "--limit", "2", "--out", str(out)], "--out",
+            "--overwrite")
+    assert snapshot(out) == {"notes.txt": b"mine"}

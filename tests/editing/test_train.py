@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 import editing
+from common.persistence import FolderNotEmptyError
 from editing.editor import EditorConfig
 from editing.inr import init_siren_params
 from editing.train import TrainConfig, main, train_editor
+from tests.editing.conftest import snapshot
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _tiny_data() -> dict[str, tuple[dict[str, torch.Tensor], torch.Tensor]]:
@@ -52,7 +59,7 @@ def test_cli_sweep_writes_table_and_skips_finished(tmp_path, capsys) -> None:
         "--edit", "dilate", "--models", "identity", "mlp", "--seeds", "0", "1", "--steps", "2",
         "--batch-size", "4", "--mlp-hidden", "16", "--train-limit", "8", "--val-limit", "4",
         "--test-limit", "4", "--out", str(tmp_path), "--quiet",
-    ]  # fmt: skip
+    ]
     results = main(argv)
     table = json.loads((tmp_path / "results.json").read_text())["table"]
     assert set(table["dilate"]) == {"identity", "mlp"} and table["dilate"]["mlp"]["n"] == 2
@@ -62,8 +69,97 @@ def test_cli_sweep_writes_table_and_skips_finished(tmp_path, capsys) -> None:
     assert "skip" in capsys.readouterr().out
 
 
-def test_cli_rejects_unknown_edit(tmp_path) -> None:
-    with pytest.raises(SystemExit):
-        main(["--edit", "recolor", "--out", str(tmp_path)])
+def test_train_config_rejects_unknown_edit() -> None:
     with pytest.raises(ValueError, match="unknown edit"):
         TrainConfig(edit="recolor")
+
+
+# ----------------------------------------------------------------------------- command line
+SWEEP = ["--edit", "dilate", "--models", "identity", "--train-limit", "8", "--val-limit", "4",
+         "--test-limit", "4", "--quiet"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [
+        (["--lr", "nan"], "--lr"),
+        (["--lr", "inf"], "--lr"),
+        (["--steps", "-1"], "--steps"),
+        (["--steps", "0"], "--steps"),
+        (["--batch-size", "0"], "--batch-size"),
+        (["--gamma-lr", "0"], "--gamma-lr"),
+        (["--weight-decay", "-1e-4"], "--weight-decay"),
+        (["--warmup", "-1"], "--warmup"),
+        (["--grad-clip", "-1"], "--grad-clip"),
+        (["--eval-every", "0"], "--eval-every"),
+        (["--gmn-hidden", "0"], "--gmn-hidden"),
+        (["--gmn-layers", "-2"], "--gmn-layers"),
+        (["--mlp-hidden", "0"], "--mlp-hidden"),
+        (["--mlp-depth", "0"], "--mlp-depth"),
+        (["--gamma-init", "0"], "--gamma-init"),
+        (["--gamma-init", "nan"], "--gamma-init"),
+        (["--train-limit", "-1"], "--train-limit"),
+        (["--val-limit", "-1"], "--val-limit"),
+        (["--test-limit", "-3"], "--test-limit"),
+        (["--seeds", "0", "-1"], "--seeds"),
+        (["--threads", "-1"], "--threads"),
+        (["--device", "gpu9"], "--device"),
+        (["--edit", "recolor"], "--edit"),
+        (["--edit", "all", "dilate"], "--edit"),
+        (["--models", "transformer"], "--models"),
+        (["--output-scale", "max"], "--output-scale"),
+        (["--steps", "ten"], "--steps"),
+    ],
+)
+def test_cli_refuses_bad_values_before_any_work(tmp_path, refused, argv, flag) -> None:
+    out = tmp_path / "out"
+    refused(main, [*argv, "--out", str(out)], flag)
+    assert not out.exists()
+
+
+def test_module_entry_point_refuses_in_one_line(tmp_path) -> None:
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, "-m", "editing.train", "--lr", "nan", "--out", str(out)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert "--lr" in done.stderr and "Traceback" not in done.stderr and not out.exists()
+
+
+def test_cli_refuses_a_folder_with_a_users_file(tmp_path, refused) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("my notes")
+    (out / "dilate").mkdir()
+    (out / "dilate" / "plan.md").write_text("mine too")
+    before = snapshot(out)
+    refused(main, [*SWEEP, "--out", str(out)], "--out", "notes.txt", "--overwrite")
+    assert snapshot(out) == before
+    main([*SWEEP, "--out", str(out), "--overwrite"])  # the user asked: their files stay
+    assert (out / "notes.txt").read_text() == "my notes"
+    assert (out / "dilate" / "identity" / "seed0" / "log.json").exists()
+    assert (out / "results.md").exists()
+
+
+def test_cli_resumes_but_never_mixes_settings(tmp_path, refused, capsys) -> None:
+    out = tmp_path / "out"
+    main([*SWEEP, "--out", str(out)])
+    before = snapshot(out)
+    main([*SWEEP, "--out", str(out)])  # same settings: the finished run is skipped
+    assert "skip" in capsys.readouterr().out and snapshot(out) == before
+    refused(main, [*SWEEP, "--out", str(out), "--warmup", "5"], "--warmup", "--overwrite")
+    assert snapshot(out) == before
+    main([*SWEEP, "--out", str(out), "--warmup", "5", "--overwrite"])
+    saved = json.loads((out / "dilate" / "identity" / "seed0" / "config.json").read_text())
+    assert saved["train"]["warmup"] == 5
+
+
+def test_train_editor_refuses_an_occupied_run_folder(tmp_path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "log.json").write_text("{}")
+    cfg = TrainConfig(edit="blur", model="identity")
+    with pytest.raises(FolderNotEmptyError, match="log.json"):
+        train_editor(cfg, data=_tiny_data(), out=run, progress=False)
+    assert (run / "log.json").read_text() == "{}"
+    train_editor(cfg, data=_tiny_data(), out=run, progress=False, overwrite=True)
+    assert json.loads((run / "log.json").read_text())["config"]["edit"] == "blur"

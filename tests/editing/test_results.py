@@ -1,0 +1,68 @@
+"""The results table command (editing.results): never an empty table, never overwrite."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from editing.results import collect, main
+from tests.editing.conftest import snapshot
+
+
+def _fake_sweep(out: Path) -> Path:
+    """Two finished runs' ``log.json`` (no training needed: ``results`` only reads logs)."""
+    for model, seed, mse in [("identity", 0, 0.02), ("gmn", 0, 0.005)]:
+        run = out / "dilate" / model / f"seed{seed}"
+        run.mkdir(parents=True)
+        log = {
+            "config": {"edit": "dilate", "model": model, "seed": seed, "steps": 3,
+                       "batch_size": 4},
+            "test_mse": mse, "best_val_mse": mse, "best_step": 3, "wall_seconds": 1.0,
+            "editor": {"gmn_hidden": 8, "gmn_layers": 1}, "val_steps": [0, 3],
+            "val_mse": [0.02, mse],
+        }
+        (run / "log.json").write_text(json.dumps(log))
+    return out
+
+
+def test_writes_table_and_curves_into_the_sweep(tmp_path, capsys) -> None:
+    runs = _fake_sweep(tmp_path / "sweep")
+    results = main(["--runs", str(runs)])
+    assert results["table"]["dilate"]["gmn"]["mean"] == 0.005
+    assert json.loads((runs / "results.json").read_text()) == json.loads(json.dumps(results))
+    assert "| GMN editor | 0.00500" in (runs / "results.md").read_text()
+    assert (runs / "curves.png").read_bytes().startswith(b"\x89PNG")
+    assert "GMN editor" in capsys.readouterr().out
+    main(["--runs", str(runs)])  # the sweep's own table is regenerated, no flag needed
+
+
+def test_a_runs_typo_never_replaces_a_table(tmp_path, refused) -> None:
+    out = tmp_path / "docs"
+    out.mkdir()
+    (out / "results.md").write_text("| the committed table |\n")
+    before = snapshot(out)
+    refused(main, ["--runs", str(tmp_path / "typo"), "--out", str(out)], "--runs", "typo")
+    (tmp_path / "empty").mkdir()
+    refused(main, ["--runs", str(tmp_path / "empty"), "--out", str(out)], "--runs",
+            "no finished run")
+    refused(main, ["--runs", str(tmp_path / "empty")], "--runs")
+    assert snapshot(out) == before and snapshot(tmp_path / "empty") == {}
+    refused(main, [], "--runs", "required")
+
+
+def test_another_out_folder_is_never_overwritten(tmp_path, refused) -> None:
+    runs = _fake_sweep(tmp_path / "sweep")
+    out = tmp_path / "docs"
+    out.mkdir()
+    (out / "results.md").write_text("| another sweep's table |\n")
+    (out / "README.md").write_text("mine")
+    before = snapshot(out)
+    refused(main, ["--runs", str(runs), "--out", str(out)], "--out", "--overwrite")
+    assert snapshot(out) == before
+    main(["--runs", str(runs), "--out", str(out), "--overwrite"])
+    assert "GMN editor" in (out / "results.md").read_text()
+    assert (out / "README.md").read_text() == "mine"
+    assert set(collect(runs)["table"]["dilate"]) == {"identity", "gmn"}
+    (out / "README.md").unlink()
+    main(["--runs", str(runs), "--out", str(out)])  # only its own table there: a re-run
+    assert sorted(p.name for p in out.iterdir()) == ["curves.png", "results.json", "results.md"]
