@@ -249,3 +249,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """``python -m editing.results``; returns the results (see :func:`collect`)."""
     return cli.run(ResultsConfig, write_results, argv, prog="python -m editing.results",
                    doc=__doc__)
+
+
+if __name__ == "__main__":
+    main()

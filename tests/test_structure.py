@@ -218,3 +218,17 @@ def test_checker_reports_dynamic_imports():
     _, dynamic = project_imports(sources)
     assert dynamic == ["graphs/__init__.py:2: graphs calls import_module",
                        "graphs/x.py:1: graphs.x calls __import__"]
+
+
+def test_every_command_line_module_runs_its_main():
+    """A module with a top-level ``main`` is a ``python -m`` command: without the guard the
+    command silently does nothing."""
+    missing = []
+    for name, (path, source) in read_sources().items():
+        tree = ast.parse(source)
+        has_main = any(isinstance(n, ast.FunctionDef) and n.name == "main" for n in tree.body)
+        guarded = any(isinstance(n, ast.If) and "__main__" in ast.unparse(n.test)
+                      for n in tree.body)
+        if has_main and not guarded:
+            missing.append(f"{path}: defines main() but never calls it under __main__")
+    _fail_if(missing, "command-line modules that do nothing")
