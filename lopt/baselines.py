@@ -24,7 +24,7 @@ __all__ = ["Curve", "make_optimizer", "test_loss", "train_curve"]
 
 def make_optimizer(kind: str, model: nn.Module, lr: float = 1.0,
                    checkpoint: str | LearnedOptimizer | None = None,
-                   weight_decay: float = 0.0) -> torch.optim.Optimizer:  # fmt: skip
+                   weight_decay: float = 0.0) -> torch.optim.Optimizer:
     """``"adam"``, ``"adamw"``, ``"sgdm"`` or ``"learned"`` (a :class:`GMNOptimizer`, ``lr``
     its multiplier); ``weight_decay`` is the decoupled decay of AdamW and the learned one."""
     if kind == "adam":
@@ -40,7 +40,7 @@ def make_optimizer(kind: str, model: nn.Module, lr: float = 1.0,
 
 @torch.no_grad()
 def test_loss(task: Task, model: nn.Module, device: torch.device | str = "cpu",
-              data: tuple[torch.Tensor, torch.Tensor] | None = None) -> float:  # fmt: skip
+              data: tuple[torch.Tensor, torch.Tensor] | None = None) -> float:
     """Mean loss of ``model`` on the task's full test set, or on ``data`` (NaN -> inf)."""
     x, y = task.test_data() if data is None else data
     loss = float(task.loss(model(x.to(device)), y.to(device)))
@@ -71,7 +71,7 @@ class Curve:
 def train_curve(task: Task, kind: str, lr: float, seed: int, steps: int, eval_every: int = 25,
                 checkpoint: str | LearnedOptimizer | None = None,
                 device: torch.device | str = "cpu", weight_decay: float = 0.0,
-                eval_data: tuple[torch.Tensor, torch.Tensor] | None = None) -> Curve:  # fmt: skip
+                eval_data: tuple[torch.Tensor, torch.Tensor] | None = None) -> Curve:
     """Train ``task.make_model(seed)`` on ``task.batch(t, seed)`` for ``steps`` steps.
 
     The curve holds the loss on the task's test set, or on ``eval_data`` when given (the

@@ -137,5 +137,5 @@ def init_group(device: str = "cpu", timeout_s: float = 1800.0) -> Group:
         dist.init_process_group(
             backend, timeout=datetime.timedelta(seconds=timeout_s),
             **({"device_id": dev} if backend == "nccl" else {}),
-        )  # fmt: skip
+        )
     return Group(dist.get_rank(), dist.get_world_size(), local_rank, dev, backend)

@@ -32,7 +32,7 @@ class PerParameterMLP(nn.Module):
     """``[..., C] -> [..., out]`` applied to every parameter entry; zero-initialised head."""
 
     def __init__(self, in_channels: int = 10, out_channels: int = 2, hidden: int = 32,
-                 layers: int = 2):  # fmt: skip
+                 layers: int = 2):
         super().__init__()
         self.config = PerParameterMLPConfig(in_channels, out_channels, hidden, layers)
         dims = [in_channels] + [hidden] * layers

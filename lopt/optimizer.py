@@ -41,13 +41,13 @@ class GMNOptimizer(torch.optim.Optimizer):
     """
 
     def __init__(self, model: nn.Module, checkpoint: str | os.PathLike | LearnedOptimizer |
-                 None = None, lr: float = 1.0, weight_decay: float = 0.0):  # fmt: skip
+                 None = None, lr: float = 1.0, weight_decay: float = 0.0):
         if lr < 0:
             raise ValueError(f"invalid lr {lr}")
         self.graph = ParameterGraph.from_module(model)
         named = dict(model.named_parameters())
         uncovered = [n for n, p in named.items() if p.requires_grad and n not in
-                     self.graph.param_names]  # fmt: skip
+                     self.graph.param_names]
         if uncovered:
             raise ValueError(f"parameters outside the model's parameter graph: {uncovered}")
         params = [named[n] for n in self.graph.param_names]
@@ -93,7 +93,7 @@ class GMNOptimizer(torch.optim.Optimizer):
                             f"GMNOptimizer: non-finite gradient in {n!r}; the affected tensors "
                             "are left unchanged this step (warned once)",
                             RuntimeWarning, stacklevel=2,
-                        )  # fmt: skip
+                        )
                         self._warned = True
                 grads[n] = g.detach() if ok else torch.zeros_like(p)
                 lrs[n], wds[n], active[n] = group["lr"], group["weight_decay"], ok

@@ -76,7 +76,7 @@ class InnerRun:
 
 def new_inner_run(task: Task, seeds: int | Sequence[int], horizon: int, cfg: UpdateConfig,
                   device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
-                  graph: ParameterGraph | None = None) -> InnerRun:  # fmt: skip
+                  graph: ParameterGraph | None = None) -> InnerRun:
     """Fresh runs of ``task``, one per seed (models initialised from their seeds)."""
     seeds = (int(seeds),) if isinstance(seeds, int) else tuple(int(s) for s in seeds)
     if not seeds:
@@ -97,7 +97,7 @@ def clipped_loss(loss: Tensor, clip: float) -> Tensor:
 
 
 def population_batch(task: Task, step: int, seeds: Sequence[int], split: str,
-                     like: Tensor) -> tuple[Tensor, Tensor]:  # fmt: skip
+                     like: Tensor) -> tuple[Tensor, Tensor]:
     """Every member's minibatch of inner step ``step``, stacked: ``[P, batch, ...]``."""
     xs, ys = zip(*(task.batch(step, s, split) for s in seeds))
     x, y = torch.stack(xs), torch.stack(ys)

@@ -111,12 +111,12 @@ class UpdateConfig:
         numbers = [("second_moment_decay", self.second_moment_decay), ("eps", self.eps),
                    ("alpha_init", self.alpha_init), ("beta_dir_init", self.beta_dir_init),
                    ("beta_scale_init", self.beta_scale_init),
-                   ("weight_decay_init", self.weight_decay_init)]  # fmt: skip
+                   ("weight_decay_init", self.weight_decay_init)]
         numbers += [("momentum_decays", b) for b in self.momentum_decays]
         numbers += [("step_taus", t) for t in self.step_taus]
         for name, value in numbers:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(
-                    value):  # fmt: skip
+                    value):
                 bad(name, value, "a finite number")
         if not self.momentum_decays:
             bad("momentum_decays", self.momentum_decays, "non-empty")

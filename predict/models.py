@@ -73,14 +73,14 @@ class GMNPredictor(nn.Module):
     """
 
     def __init__(self, hidden: int = 32, layers: int = 3, readout: str = "mean",
-                 **_: Any) -> None:  # fmt: skip
+                 **_: Any) -> None:
         super().__init__()
         if readout not in GMN_READOUTS:
             raise ValueError(f"unknown readout {readout!r}; choose from {GMN_READOUTS}")
         self.readout = readout
         groups = readout == "groups"
         self.gmn = GMN(in_channels=1, out_channels=hidden if groups else 1, hidden=hidden,
-                       layers=layers)  # fmt: skip
+                       layers=layers)
         d = hidden
         if groups:
             # per-edge embeddings: the GMN's (zero-initialised) edge head, re-initialised
@@ -88,7 +88,7 @@ class GMNPredictor(nn.Module):
             self.group_type = nn.Embedding(NUM_EDGE_TYPES, hidden)
             self.group_layer = nn.Embedding(GROUP_MAX_LAYERS, hidden)
             self.group_mlp = nn.Sequential(nn.Linear(3 * hidden, hidden), nn.SiLU(),
-                                           nn.Linear(hidden, hidden))  # fmt: skip
+                                           nn.Linear(hidden, hidden))
             d = 2 * hidden
         self.head = _head(d, hidden)
 
@@ -133,7 +133,7 @@ class DeepSetsPredictor(nn.Module):
         self.layer_emb = nn.Embedding(max_layers, hidden)
         self.value_in = nn.Linear(self.values.out_mult, hidden)
         self.phi = nn.Sequential(nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
-                                 nn.Linear(hidden, hidden))  # fmt: skip
+                                 nn.Linear(hidden, hidden))
         self.rho = _head(hidden, hidden)
         self.max_layers = max_layers
 
@@ -162,7 +162,7 @@ class DMCPredictor(nn.Module):
             nn.Conv1d(1, c, 8, stride=4), nn.SiLU(),
             nn.Conv1d(c, 2 * c, 8, stride=4), nn.SiLU(),
             nn.Conv1d(2 * c, 2 * c, 8, stride=4), nn.SiLU(),
-        )  # fmt: skip
+        )
         with torch.no_grad():
             flat = self.conv(torch.zeros(1, 1, max_len)).numel()
         self.head = _head(flat, hidden)
@@ -184,7 +184,7 @@ class StatNNPredictor(nn.Module):
         self.register_buffer("mean", torch.zeros(d))
         self.register_buffer("std", torch.ones(d))
         self.mlp = nn.Sequential(nn.Linear(d, 4 * hidden), nn.SiLU(), nn.Linear(4 * hidden, hidden),
-                                 nn.SiLU(), nn.Linear(hidden, 1))  # fmt: skip
+                                 nn.SiLU(), nn.Linear(hidden, 1))
 
     def set_normalization(self, stats: Tensor) -> None:
         """Standardize with ``stats [N_train, max_tensors, NUM_STATS + 1]``."""

@@ -117,14 +117,14 @@ def load_predictor(name: str = "cnn", folder: str | Path | None = None) -> Accur
 
 
 def _predictor(meta: Any, state: Mapping[str, Tensor], config: str,
-               weights: str) -> AccuracyPredictor:  # fmt: skip
+               weights: str) -> AccuracyPredictor:
     """A :class:`GMNPredictor` described by ``meta`` holding ``state``; errors name the files."""
     hidden = require(meta, "hidden", int, config, check=lambda v: v > 0, why="a positive int")
     layers = require(meta, "layers", int, config, check=lambda v: v > 0, why="a positive int")
     readout = "mean"  # predictors saved before the readout was configurable
     if isinstance(meta, Mapping) and "readout" in meta:
         readout = require(meta, "readout", str, config, check=GMN_READOUTS.__contains__,
-                          why=f"one of {GMN_READOUTS}")  # fmt: skip
+                          why=f"one of {GMN_READOUTS}")
     model = GMNPredictor(hidden=hidden, layers=layers, readout=readout)
     try:
         model.load_state_dict(state)

@@ -56,7 +56,7 @@ from predict.models import GMN_READOUTS, METHODS, build_predictor, network_featu
 from predict.zoo import DEFAULT_SIZES, HPARAMS, Zoo, ZooConfig, build_zoo
 
 __all__ = ["SPLITS", "TrainCommand", "TrainConfig", "ZooData", "kendall_tau", "main", "r2_score",
-           "run"]  # fmt: skip
+           "run"]
 
 SPLITS = ("50%", "5%", "OOD")
 ZOO_TITLES = {"cnn": "Varying CNNs", "diverse": "Diverse architectures"}
@@ -103,20 +103,20 @@ class TrainConfig:
 
     zoos: tuple[str, ...] = option(("cnn", "diverse"), "zoos (table columns): cnn = varying "
                                    "CNNs, diverse = mixed architectures",
-                                   choices=tuple(DEFAULT_SIZES))  # fmt: skip
+                                   choices=tuple(DEFAULT_SIZES))
     zoo_size: int = option(0, "networks per zoo (0: the zoo's default; part of the zoo's cache "
-                           "key)", check=nonnegative)  # fmt: skip
+                           "key)", check=nonnegative)
     zoo_min_steps: int = option(20, "shortest training of a zoo network (cache key)",
-                                check=positive)  # fmt: skip
+                                check=positive)
     zoo_max_steps: int = option(500, "longest training of a zoo network (cache key)",
-                                check=positive)  # fmt: skip
+                                check=positive)
     zoo_seed: int = option(0, "zoo seed (cache key)", check=nonnegative)
     methods: tuple[str, ...] = option(METHODS, "predictors (table rows within a split)",
-                                      choices=METHODS)  # fmt: skip
+                                      choices=METHODS)
     splits: tuple[str, ...] = option(SPLITS, "50%%: half trains; 5%%: 5%% trains (same test "
-                                     "half); OOD: low lr trains", choices=SPLITS)  # fmt: skip
+                                     "half); OOD: low lr trains", choices=SPLITS)
     seeds: tuple[int, ...] = option((0, 1, 2), "seeds (split draw, predictor init, minibatches); "
-                                    "mean and std reported", check=nonnegative)  # fmt: skip
+                                    "mean and std reported", check=nonnegative)
     steps: int = option(1000, "training steps per predictor", check=positive)
     batch_size: int = option(16, "networks per step", check=positive)
     lr: float = option(3e-3, "AdamW learning rate (cosine decay)", check=positive)
@@ -124,11 +124,11 @@ class TrainConfig:
     hidden: int = option(16, "predictor / GMN width", check=positive)
     layers: int = option(2, "GMN message-passing blocks", check=positive)
     readout: str = option("groups", "GMN readout: groups = pool edges per (edge type, layer), "
-                          "mean = one mean", choices=GMN_READOUTS)  # fmt: skip
+                          "mean = one mean", choices=GMN_READOUTS)
     gmn_lr: float = option(6e-3, "learning rate of the GMN (0: --lr, like the baselines)",
-                           check=nonnegative)  # fmt: skip
+                           check=nonnegative)
     ood_hparam: str = option("lr", "OOD split: train below this hyper-parameter's median, test "
-                             "above", choices=tuple(h for h in HPARAMS if h != "seed"))  # fmt: skip
+                             "above", choices=tuple(h for h in HPARAMS if h != "seed"))
     device: str = option("cpu", "torch device (cpu, cuda, ...)", check=_device_problem)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -139,7 +139,7 @@ class TrainConfig:
     def check(self) -> None:
         if self.zoo_min_steps > self.zoo_max_steps:
             raise ConfigError(f"--zoo-min-steps ({self.zoo_min_steps}) must not exceed "
-                              f"--zoo-max-steps ({self.zoo_max_steps})")  # fmt: skip
+                              f"--zoo-max-steps ({self.zoo_max_steps})")
 
 
 @dataclass
@@ -147,11 +147,11 @@ class TrainCommand(TrainConfig):
     """``python -m predict.train``: a :class:`TrainConfig` plus where the results go."""
 
     out: str = option("predict_results", "output folder (results.json, results.md, "
-                      "scatter.png, config.json)")  # fmt: skip
+                      "scatter.png, config.json)")
     save_weights: str = option("", "also store the 50%% split's seed-0 GMN per zoo here as "
-                               "<zoo>.safetensors + <zoo>.json (e.g. predict/weights)")  # fmt: skip
+                               "<zoo>.safetensors + <zoo>.json (e.g. predict/weights)")
     overwrite: bool = option(False, "replace what an earlier run wrote in --out / "
-                             "--save-weights (other files there stay)")  # fmt: skip
+                             "--save-weights (other files there stay)")
     threads: int = option(0, "torch CPU threads (0: torch's default)", check=nonnegative)
     quiet: bool = option(False, "no progress bars")
 
@@ -205,7 +205,7 @@ class ZooData:
     @property
     def dims(self) -> dict[str, int]:
         return {"max_len": self.features["flat"].shape[1],
-                "max_tensors": self.features["stats"].shape[1]}  # fmt: skip
+                "max_tensors": self.features["stats"].shape[1]}
 
     def inputs(self, idx: Tensor, device: torch.device, graphs: bool) -> tuple:
         batch = None
@@ -268,7 +268,7 @@ def predict_indices(
     """Predictions ``[len(idx)]`` (on CPU) of a trained predictor."""
     graphs = method in ("GMN", "DeepSets")
     out = [model(*data.inputs(idx[i : i + chunk], torch.device(device), graphs)).cpu()
-           for i in range(0, len(idx), chunk)]  # fmt: skip
+           for i in range(0, len(idx), chunk)]
     return torch.cat(out)
 
 
@@ -285,7 +285,7 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             "r2_mean": r2.mean().item(), "r2_std": r2.std().item() if len(rs) > 1 else 0.0,
             "tau_mean": tau.mean().item(), "tau_std": tau.std().item() if len(rs) > 1 else 0.0,
             "seeds": len(rs), "n_train": rs[0]["n_train"], "n_test": rs[0]["n_test"],
-        }  # fmt: skip
+        }
     return out
 
 
@@ -328,7 +328,7 @@ def scatter_plot(path: Path, scatter: dict[str, dict[str, tuple[Tensor, Tensor]]
     zoos = list(scatter)
     methods = sorted({m for z in zoos for m in scatter[z]}, key=lambda m: METHODS.index(m))
     fig, axes = plt.subplots(len(zoos), len(methods), figsize=(3 * len(methods), 3 * len(zoos)),
-                             squeeze=False)  # fmt: skip
+                             squeeze=False)
     for r, z in enumerate(zoos):
         for c, m in enumerate(methods):
             ax = axes[r][c]
@@ -336,7 +336,7 @@ def scatter_plot(path: Path, scatter: dict[str, dict[str, tuple[Tensor, Tensor]]
                 pred, true = scatter[z][m]
                 ax.scatter(true, pred, s=3, alpha=0.5)
                 ax.set_title(f"{ZOO_TITLES.get(z, z)}: {m}\nR2 {r2_score(pred, true):.3f}",
-                             fontsize=9)  # fmt: skip
+                             fontsize=9)
             ax.plot([0, 1], [0, 1], "k--", lw=0.8)
             ax.set_xlim(0, 1)
             ax.set_ylim(0, 1)
@@ -350,11 +350,11 @@ def scatter_plot(path: Path, scatter: dict[str, dict[str, tuple[Tensor, Tensor]]
 
 
 def save_gmn_predictor(model: nn.Module, folder: str | Path, name: str,
-                       meta: dict[str, Any]) -> None:  # fmt: skip
+                       meta: dict[str, Any]) -> None:
     """Store a trained :class:`GMNPredictor` as ``<name>.safetensors`` + ``<name>.json``,
     both written as one checkpoint (a reader never sees one without the other)."""
     write_checkpoint(folder, {f"{name}.safetensors": tensor_bytes(model.state_dict()),
-                              f"{name}.json": json_bytes(meta)})  # fmt: skip
+                              f"{name}.json": json_bytes(meta)})
 
 
 RESULT_FILES = ("results.json", "results.md", "scatter.png", "config.json")
@@ -366,7 +366,7 @@ def predictor_files(zoos: Sequence[str]) -> list[str]:
 
 
 def prepare_outputs(config: TrainConfig, out: str | Path, save_weights: str | Path | None,
-                    overwrite: bool) -> None:  # fmt: skip
+                    overwrite: bool) -> None:
     """Check both output folders (refusing one that holds files unless ``overwrite``) before
     creating either, so a refused run writes nothing."""
     targets = [(Path(out), RESULT_FILES, "--out")]
@@ -377,7 +377,7 @@ def prepare_outputs(config: TrainConfig, out: str | Path, save_weights: str | Pa
 
 
 def run(config: TrainConfig, out: str | Path, save_weights: str | Path | None = None,
-        progress: bool = True, overwrite: bool = False) -> dict[str, Any]:  # fmt: skip
+        progress: bool = True, overwrite: bool = False) -> dict[str, Any]:
     """Build / load the zoos, train every (zoo, split, method, seed) and write the table.
 
     Raises:
@@ -397,11 +397,11 @@ def run(config: TrainConfig, out: str | Path, save_weights: str | Path | None = 
         zcfg = ZooConfig(
             kind=kind, size=config.zoo_size, seed=config.zoo_seed,
             min_steps=config.zoo_min_steps, max_steps=config.zoo_max_steps,
-        )  # fmt: skip
+        )
         zoo = build_zoo(zcfg, progress=progress)
         data = ZooData.from_zoo(zoo)
         zoo_info[kind] = {"config": asdict(zcfg.resolved()), "size": len(zoo),
-                          "mean_acc": data.targets.mean().item()}  # fmt: skip
+                          "mean_acc": data.targets.mean().item()}
         scatter[kind] = {}
         for split, method, seed in tqdm(jobs, desc=f"predictors {kind}", disable=not progress):
             train_idx, test_idx = split_indices(data, split, seed, config.ood_hparam)
@@ -412,7 +412,7 @@ def run(config: TrainConfig, out: str | Path, save_weights: str | Path | None = 
             runs.append({"zoo": kind, "split": split, "method": method, "seed": seed,
                          "r2": r2_score(pred, true), "tau": kendall_tau(pred, true),
                          "n_train": len(train_idx), "n_test": len(test_idx),
-                         "seconds": round(time.time() - start, 2)})  # fmt: skip
+                         "seconds": round(time.time() - start, 2)})
             if split == config.splits[0] and seed == config.seeds[0]:
                 scatter[kind][method] = (pred, true)
                 if method == "GMN" and save_weights is not None:
@@ -420,7 +420,7 @@ def run(config: TrainConfig, out: str | Path, save_weights: str | Path | None = 
                             "readout": config.readout, "zoo": kind,
                             "zoo_config": zoo_info[kind]["config"], "split": split, "seed": seed,
                             "test_r2": runs[-1]["r2"], "test_tau": runs[-1]["tau"],
-                            "train_config": asdict(config)}  # fmt: skip
+                            "train_config": asdict(config)}
                     save_gmn_predictor(model, save_weights, kind, meta)
             write_json(out / "results.json", {"config": asdict(config), "zoos": zoo_info,
                                               "runs": runs, "aggregate": aggregate(runs)})
@@ -437,7 +437,7 @@ def train_command(command: TrainCommand) -> dict[str, Any]:
     if command.threads:
         torch.set_num_threads(command.threads)
     result = run(command.train_config(), command.out, command.save_weights or None,
-                 progress=not command.quiet, overwrite=command.overwrite)  # fmt: skip
+                 progress=not command.quiet, overwrite=command.overwrite)
     print(markdown_table(command, result["aggregate"]))
     return result
 

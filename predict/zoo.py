@@ -74,7 +74,7 @@ from predict.architectures import FAMILIES, build_module, spec_key
 from tasks.data import cache_dir, load_digits_split
 
 __all__ = ["DEFAULT_SIZES", "Zoo", "ZooCommand", "ZooConfig", "build_zoo", "evaluate_module",
-           "main"]  # fmt: skip
+           "main"]
 
 DEFAULT_SIZES = {"cnn": 2000, "diverse": 1000}
 LABELS = ("test_acc", "test_loss", "train_acc", "train_loss", "gen_gap")
@@ -97,10 +97,10 @@ class ZooConfig:
 
     kind: str = option("cnn", "'cnn': varying CNNs (default 2000 nets); 'diverse': MLPs, CNNs "
                        "with/without BatchNorm, ResNets, ViTs (default 1000 nets)",
-                       choices=tuple(DEFAULT_SIZES))  # fmt: skip
+                       choices=tuple(DEFAULT_SIZES))
     size: int = option(0, "number of networks (0: the kind's default)", check=nonnegative)
     seed: int = option(0, "seed of the draws, initialisations and minibatches",
-                       check=nonnegative)  # fmt: skip
+                       check=nonnegative)
     batch_size: int = option(32, "minibatch size of every network's training", check=positive)
     min_steps: int = option(20, "shortest training of a network, in steps", check=positive)
     max_steps: int = option(500, "longest training of a network, in steps", check=positive)
@@ -109,7 +109,7 @@ class ZooConfig:
     def check(self) -> None:
         if self.min_steps > self.max_steps:
             raise ConfigError(f"--min-steps ({self.min_steps}) must not exceed --max-steps "
-                              f"({self.max_steps})")  # fmt: skip
+                              f"({self.max_steps})")
 
     def resolved(self) -> ZooConfig:
         """This config, validated, with ``size`` 0 replaced by the kind's default size.
@@ -147,25 +147,25 @@ def _sample_spec(kind: str, gen: torch.Generator) -> dict[str, Any]:
             "channels": [width] * depth,
             "activation": _choice(gen, ["relu", "tanh", "gelu"]),
             "dropout": _choice(gen, [0.0, 0.2]),
-        }}  # fmt: skip
+        }}
     family = _choice(gen, ["mlp", "cnn", "cnn_bn", "resnet", "vit"])
     if family == "mlp":
         return {"family": "mlp", "kwargs": {
             "hidden": _choice(gen, [[16], [32], [64], [16, 16], [32, 32]]),
             "activation": _choice(gen, ["relu", "tanh", "gelu"]),
-        }}  # fmt: skip
+        }}
     if family in ("cnn", "cnn_bn"):
         return {"family": "digits_cnn", "kwargs": {
             "channels": _choice(gen, [[4, 8], [8, 8], [8, 16]]),
             "norm": "batch" if family == "cnn_bn" else None,
             "activation": _choice(gen, ["relu", "tanh"]),
-        }}  # fmt: skip
+        }}
     if family == "resnet":
         return {"family": "resnet", "kwargs": {"widths": _choice(gen, [[4, 4], [4, 8], [8, 8]])}}
     return {"family": "vit", "kwargs": {
         "dim": 16, "depth": _choice(gen, [1, 2]), "heads": 2, "mlp_dim": 32,
         "patch_size": _choice(gen, [2, 4]),
-    }}  # fmt: skip
+    }}
 
 
 def _sample_hparams(config: ZooConfig, gen: torch.Generator) -> dict[str, float]:
@@ -348,7 +348,7 @@ class Zoo:
                  "zoo.json": json_bytes({"config": asdict(self.config), "records": self.records})}
         if build is not None:
             files["build.json"] = json_bytes(dict(build))
-        write_checkpoint(folder, files)  # fmt: skip
+        write_checkpoint(folder, files)
 
     @classmethod
     def load(cls, folder: str | Path) -> Zoo:
@@ -363,7 +363,7 @@ class Zoo:
         meta = read_json(index, what="zoo index")
         config = _read_zoo_config(require(meta, "config", dict, str(index)), f"{index}: config")
         records = require(meta, "records", list, str(index), check=lambda r: len(r) == config.size,
-                          why=f"a list of {config.size} network records")  # fmt: skip
+                          why=f"a list of {config.size} network records")
         for i, record in enumerate(records):
             _check_record(record, f"{index}: records[{i}]")
         weights = checkpoint_file(folder, "zoo.safetensors")
@@ -375,7 +375,7 @@ def _read_zoo_config(raw: dict[str, Any], where: str) -> ZooConfig:
     names = {f.name for f in fields(ZooConfig)}
     if set(raw) != names:
         raise PersistenceError(f"{where}: fields {sorted(raw)} are not those of a zoo config "
-                               f"({sorted(names)})")  # fmt: skip
+                               f"({sorted(names)})")
     try:
         return ZooConfig(**raw).resolved()
     except ConfigError as err:
@@ -385,7 +385,7 @@ def _read_zoo_config(raw: dict[str, Any], where: str) -> ZooConfig:
 def _check_record(record: Any, where: str) -> None:
     spec = require(record, "spec", dict, where)
     require(spec, "family", str, f"{where}.spec", check=FAMILIES.__contains__,
-            why=f"one of {sorted(FAMILIES)}")  # fmt: skip
+            why=f"one of {sorted(FAMILIES)}")
     require(spec, "kwargs", dict, f"{where}.spec")
     hparams = require(record, "hparams", dict, where)
     for name, kind in HPARAMS.items():
@@ -396,7 +396,7 @@ def _check_record(record: Any, where: str) -> None:
 
 
 def _split_states(flat: Mapping[str, Tensor], records: Sequence[Mapping[str, Any]],
-                  where: str) -> list[dict[str, Tensor]]:  # fmt: skip
+                  where: str) -> list[dict[str, Tensor]]:
     """Per network its ``state_dict`` from the ``"<index>.<name>"`` keys, checked against the
     architecture of its record (every tensor present, shapes equal, nothing extra)."""
     states: list[dict[str, Tensor]] = [{} for _ in records]
@@ -404,7 +404,7 @@ def _split_states(flat: Mapping[str, Tensor], records: Sequence[Mapping[str, Any
         index, _, name = key.partition(".")
         if not (index.isdigit() and int(index) < len(records) and name):
             raise PersistenceError(f"{where}: tensor {key!r} is not '<network index>.<name>' of "
-                                   f"one of the {len(records)} networks")  # fmt: skip
+                                   f"one of the {len(records)} networks")
         states[int(index)][name] = v
     expected: dict[str, dict[str, tuple[int, ...]]] = {}
     for i, (record, state) in enumerate(zip(records, states)):
@@ -414,14 +414,14 @@ def _split_states(flat: Mapping[str, Tensor], records: Sequence[Mapping[str, Any
                 module = build_module(record["spec"])
             except (TypeError, ValueError) as err:
                 raise PersistenceError(f"{where}: network {i}'s spec cannot be built: {err}"
-                                       ) from None  # fmt: skip
+                                       ) from None
             expected[key] = {k: tuple(v.shape) for k, v in module.state_dict().items()}
         shapes = {k: tuple(v.shape) for k, v in state.items()}
         if shapes != expected[key]:
             wrong = sorted(set(shapes).symmetric_difference(expected[key]))
             wrong = wrong or sorted(k for k in shapes if shapes[k] != expected[key][k])
             raise PersistenceError(f"{where}: network {i}'s tensors do not match its "
-                                   f"architecture (tensor {i}.{wrong[0]})")  # fmt: skip
+                                   f"architecture (tensor {i}.{wrong[0]})")
     return states
 
 
@@ -446,7 +446,7 @@ def build_zoo(
             zoo = Zoo.load(folder)
         except PersistenceError as err:
             raise PersistenceError(f"{err} (a damaged zoo cache: pass --rebuild to build it "
-                                   "again)") from None  # fmt: skip
+                                   "again)") from None
         if zoo.config != config:
             raise PersistenceError(f"{folder / 'zoo.json'}: holds a zoo of another config "
                                    f"({asdict(zoo.config)}); pass --rebuild to build it again")
@@ -478,12 +478,12 @@ def build_zoo(
         test_acc, test_loss = evaluate_module(m, xt, yt)
         train_acc, train_loss = evaluate_module(m, x, y)
         labels = {"test_acc": test_acc, "test_loss": test_loss, "train_acc": train_acc,
-                  "train_loss": train_loss, "gen_gap": train_acc - test_acc}  # fmt: skip
+                  "train_loss": train_loss, "gen_gap": train_acc - test_acc}
         records.append({"spec": spec, "hparams": hp, "labels": labels})
         states.append(P.map_tensors(Tensor.clone, m.state_dict()))
     zoo = Zoo(config, records, states)
     build_info = {"seconds": time.time() - start, "threads": torch.get_num_threads(),
-                  "groups": len(groups)}  # fmt: skip
+                  "groups": len(groups)}
     zoo.save(folder, build_info)
     return zoo
 
@@ -501,7 +501,7 @@ def summary(zoo: Zoo) -> dict[str, Any]:
         "test_acc_quantiles_0_10_50_90_100": [round(v, 4) for v in q],
         "per_family": {f: {"n": len(v), "mean_acc": round(sum(v) / len(v), 4)}
                        for f, v in sorted(per.items())},
-    }  # fmt: skip
+    }
 
 
 @dataclass(frozen=True)

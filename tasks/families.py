@@ -192,7 +192,7 @@ def _small_mix() -> MixtureFamily:
         FAMILIES["digits_small_mlp_family"](),
         CNNFamily("digits_small_cnn", channels=(4, 8), data_seeds=(0,)),
         TransformerFamily("seq_small_transformer"),
-    ))  # fmt: skip
+    ))
 
 
 FAMILIES: dict[str, Callable[[], TaskFamily]] = {
@@ -231,4 +231,4 @@ def get_task_or_family(name: str) -> Task | TaskFamily:
     if name in FAMILIES:
         return FAMILIES[name]()
     raise KeyError(f"unknown task or task family {name!r}; tasks: {sorted(TASKS)}; "
-                   f"families: {sorted(FAMILIES)}")  # fmt: skip
+                   f"families: {sorted(FAMILIES)}")

@@ -77,7 +77,7 @@ TASKS: dict[str, Callable[[], Task]] = {
         SupervisedTask, "siren_image", arch.SIREN, load_image_fitting,
         batch_size=None, num_classes=None, valid_fraction=0.0,
     ),
-}  # fmt: skip
+}
 """Task constructors by name. Each call builds a new (cheap, immutable) task object."""
 
 

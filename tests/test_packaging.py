@@ -8,7 +8,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ["lopt/weights/default.safetensors", "lopt/weights/default.json",
-           "predict/weights/cnn.safetensors", "predict/weights/diverse.safetensors"]  # fmt: skip
+           "predict/weights/cnn.safetensors", "predict/weights/diverse.safetensors"]
 
 CHECK = """
 import lopt, predict, editing, torch
@@ -30,7 +30,7 @@ def test_wheel_contains_and_loads_the_shipped_weights(tmp_path):
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
          "-w", str(tmp_path / "dist"), str(ROOT)],
         capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+    )
     assert build.returncode == 0, build.stderr[-2000:]
     (wheel,) = (tmp_path / "dist").glob("graph_metanetworks-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
@@ -41,10 +41,10 @@ def test_wheel_contains_and_loads_the_shipped_weights(tmp_path):
     install = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site),
          str(wheel)], capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+    )
     assert install.returncode == 0, install.stderr[-2000:]
     env = {**os.environ, "PYTHONPATH": str(site)}
     run = subprocess.run([sys.executable, "-c", CHECK.format(site=str(site))], cwd=tmp_path,
-                         env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
+                         env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.strip().endswith("ok")

@@ -224,7 +224,7 @@ def test_every_command_line_module_runs_its_main():
     """A module with a top-level ``main`` is a ``python -m`` command: without the guard the
     command silently does nothing."""
     missing = []
-    for name, (path, source) in read_sources().items():
+    for path, source in read_sources().values():
         tree = ast.parse(source)
         has_main = any(isinstance(n, ast.FunctionDef) and n.name == "main" for n in tree.body)
         guarded = any(isinstance(n, ast.If) and "__main__" in ast.unparse(n.test)

@@ -10,7 +10,7 @@ from lopt import LearnedOptimizer, UpdateConfig
 
 def random_lopt(seed: int = 0, hidden: int = 8, layers: int = 1, kind: str = "gmn",
                 dtype: torch.dtype = torch.float64, alpha: float = 1e-2,
-                head_std: float = 0.5) -> LearnedOptimizer:  # fmt: skip
+                head_std: float = 0.5) -> LearnedOptimizer:
     """A learned optimizer whose zero-initialised head is randomized (non-trivial updates)."""
     lo = LearnedOptimizer.fresh(kind, hidden, layers, UpdateConfig(alpha_init=alpha), seed)
     lo.net.to(dtype)
@@ -24,7 +24,7 @@ def random_lopt(seed: int = 0, hidden: int = 8, layers: int = 1, kind: str = "gm
 
 
 def train(model: nn.Module, opt: torch.optim.Optimizer, task, steps: int, start: int = 0,
-          seed: int = 0) -> list[float]:  # fmt: skip
+          seed: int = 0) -> list[float]:
     """Plain training loop on ``task``'s batches; returns the losses."""
     losses = []
     dtype = next(model.parameters()).dtype

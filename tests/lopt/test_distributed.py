@@ -14,13 +14,13 @@ from tests.lopt.helpers import train
 
 TINY = ["--task", "digits_mlp32", "--truncation", "2", "--horizon", "5", "--hidden", "4",
         "--layers", "1", "--tasks-per-step", "2", "--threads", "1",
-        "--save-every", "1"]  # fmt: skip
+        "--save-every", "1"]
 WORKER = Path(__file__).with_name("dist_worker.py")
 
 
 def torchrun(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           *args]  # fmt: skip
+           *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
 
@@ -62,7 +62,7 @@ def test_two_processes_match_one_and_resume_as_a_group(tmp_path):
 @pytest.mark.parametrize("mode, message", [
     ("raise", "failed on rank(s) [1] of 2"),
     ("nan", "non-finite meta-gradient on rank(s) [1] at outer step 3"),
-])  # fmt: skip
+])
 def test_a_failing_rank_stops_the_group_and_keeps_the_checkpoint(tmp_path, mode, message):
     out = tmp_path / "run"
     r = torchrun(str(WORKER), mode, "1", "3", "--", *TINY, "--steps", "6", "--out", str(out))

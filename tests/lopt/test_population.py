@@ -16,7 +16,7 @@ def task():
 
 def meta_of(lo):
     return {"net": {k: v.detach() for k, v in lo.net.named_parameters()},
-            "scales": dict(lo.scales)}  # fmt: skip
+            "scales": dict(lo.scales)}
 
 
 @pytest.mark.parametrize("kind", ["gmn", "mlp"])
@@ -34,7 +34,7 @@ def test_population_unroll_equals_separate_unrolls(task, kind):
         assert max_diff(grads[g], mean) < 1e-12
     for i, r in enumerate(results):
         assert max_diff({k: v[i] for k, v in params.items()}, {k: v[0] for k, v in
-                        r[2][0].items()}) < 1e-12  # fmt: skip
+                        r[2][0].items()}) < 1e-12
     # members differ (different seeds): the population is not one network repeated
     assert max_diff(pop.member(0), pop.member(1)) > 1e-3
 
@@ -45,17 +45,17 @@ def test_vectorized_es_equals_the_looped_estimate(task):
     pop = new_inner_run(task, [1, 2], 100, lo.update, dtype=torch.float64)
     sigma, pairs = 1e-2, 3
     loss, grads, _ = es_estimate(lo.net, meta, pop, 2, lo.update, sigma=sigma, pairs=pairs,
-                                 generator=torch.Generator().manual_seed(7))  # fmt: skip
+                                 generator=torch.Generator().manual_seed(7))
     # the same noise, drawn in the same order, then one unroll per perturbation
     gen = torch.Generator().manual_seed(7)
     z = {g: {k: torch.randn((pairs, *v.shape), generator=gen, dtype=v.dtype) for k, v in d.items()}
-         for g, d in meta.items()}  # fmt: skip
+         for g, d in meta.items()}
     expected = {g: {k: torch.zeros_like(v) for k, v in d.items()} for g, d in meta.items()}
     for i in range(pairs):
         plus = {g: {k: v + sigma * z[g][k][i] for k, v in d.items()} for g, d in meta.items()}
         minus = {g: {k: v - sigma * z[g][k][i] for k, v in d.items()} for g, d in meta.items()}
         coef = (unroll(lo.net, plus, pop, 2, lo.update)[0]
-                - unroll(lo.net, minus, pop, 2, lo.update)[0]) / (2 * sigma * pairs)  # fmt: skip
+                - unroll(lo.net, minus, pop, 2, lo.update)[0]) / (2 * sigma * pairs)
         for g in expected:
             for k in expected[g]:
                 expected[g][k] += coef * z[g][k][i]

@@ -5,7 +5,7 @@ from lopt.throughput import main
 
 def test_throughput_benchmark_writes_its_table(tmp_path):
     rows = main(["--processes", "1", "--populations", "1", "2", "--steps", "2", "--truncations",
-                 "1", "--hidden", "4", "--layers", "1", "--out", str(tmp_path)])  # fmt: skip
+                 "1", "--hidden", "4", "--layers", "1", "--out", str(tmp_path)])
     assert [r["population"] for r in rows] == [1, 2]
     for r in rows:
         assert "error" not in r, r

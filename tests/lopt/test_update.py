@@ -146,7 +146,7 @@ def test_optimizer_step_equals_the_pure_update(task):
         params
     )
     new, _ = learned_update(lo.net, lo.weights(), lo.scales, opt.graph, params, grads,
-                            init_state(params, lo.update), lo.update)  # fmt: skip
+                            init_state(params, lo.update), lo.update)
     train(model, opt, task, 1)
     assert max_diff(new, dict(model.named_parameters())) == 0.0
 
@@ -155,11 +155,11 @@ def test_meta_gradient_matches_finite_differences(task):
     lo = random_lopt(hidden=8, layers=1)
     run = new_inner_run(task, 0, 100, lo.update, dtype=torch.float64)
     meta = {"net": {k: v.detach() for k, v in lo.net.named_parameters()},
-            "scales": dict(lo.scales)}  # fmt: skip
+            "scales": dict(lo.scales)}
     loss, grads, _ = tbptt_estimate(lo.net, meta, run, 3, lo.update)
     g = torch.Generator().manual_seed(1)
     d = {gk: {k: torch.randn(v.shape, generator=g, dtype=v.dtype) for k, v in dd.items()}
-         for gk, dd in meta.items()}  # fmt: skip
+         for gk, dd in meta.items()}
 
     def at(s):
         m = {gk: {k: v + s * d[gk][k] for k, v in dd.items()} for gk, dd in meta.items()}
@@ -180,7 +180,7 @@ def test_es_estimate_correlates_with_the_true_gradient(task):
     _, g_true, _ = tbptt_estimate(lo.net, meta, run, 2, lo.update)
     gen = torch.Generator().manual_seed(0)
     _, g_es, _ = es_estimate(lo.net, meta, run, 2, lo.update, sigma=1e-3, pairs=16,
-                             generator=gen)  # fmt: skip
+                             generator=gen)
     a = torch.stack([g_true["scales"][k] for k in meta["scales"]])
     b = torch.stack([g_es["scales"][k] for k in meta["scales"]])
     assert torch.nn.functional.cosine_similarity(a, b, dim=0) > 0.8

@@ -24,7 +24,7 @@ def cnn_zoo(zoo_cache) -> Zoo:
 
 
 def assert_damage_named(folder: Path, damage: Callable[[Path], object],
-                        load: Callable[[], object], named: Iterable[str]) -> None:  # fmt: skip
+                        load: Callable[[], object], named: Iterable[str]) -> None:
     """After ``damage(folder)``, ``load()`` raises a PersistenceError whose message names the
     folder and every string of ``named`` (the file, the field or tensor)."""
     damage(folder)

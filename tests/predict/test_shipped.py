@@ -65,7 +65,7 @@ TRACKING = {
     "diverse": ([{"family": "mlp", "kwargs": {"hidden": [32], "activation": "relu"}},
                  {"family": "digits_cnn", "kwargs": {"channels": [8, 8], "norm": None,
                                                      "activation": "relu"}}], 6, 0.12),
-}  # fmt: skip
+}
 MIN_TAU = 0.55
 
 
@@ -143,7 +143,7 @@ PREDICTOR_DAMAGE = {
         '{"hidden": 8, "layers": 1, "readout": "attention"}'), ["mine.json", "readout"]),
     "weights of another size": (lambda f: (f / "mine.json").write_text(
         '{"hidden": 16, "layers": 1, "readout": "groups"}'), ["mine.safetensors", "mine.json"]),
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("damage", sorted(PREDICTOR_DAMAGE))

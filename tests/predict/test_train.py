@@ -27,7 +27,7 @@ def test_refuses_a_folder_holding_files(held, tmp_path, capsys, monkeypatch):
     mine.write_bytes(b"my own notes\n\x00\xff")
     with pytest.raises(SystemExit) as exit_:
         main(["--zoos", "cnn", "--out", str(tmp_path / "out"), "--save-weights",
-              str(tmp_path / "weights")])  # fmt: skip
+              str(tmp_path / "weights")])
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     flag = "--out" if held == "out" else "--save-weights"
@@ -50,7 +50,7 @@ def test_tiny_end_to_end(cnn_zoo, diverse_zoo, zoo_cache, tmp_path, monkeypatch)
           str(TINY["seed"]), "--zoo-max-steps", str(TINY["max_steps"]), "--zoo-min-steps",
           str(TINY["min_steps"]), "--steps", "2", "--batch-size", "4", "--hidden", "8",
           "--layers", "1", "--seeds", "0", "--out", str(out), "--save-weights",
-          str(weights), "--quiet", "--overwrite"])  # fmt: skip
+          str(weights), "--quiet", "--overwrite"])
     for name in ("results.json", "results.md", "scatter.png", "config.json"):
         assert (out / name).exists()
     assert (out / "notes.txt").read_bytes() == b"mine"

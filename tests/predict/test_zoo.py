@@ -68,7 +68,7 @@ def test_vectorized_training_learns():
     x, y, xt, yt = load_digits_split(0)
     spec = {"family": "mlp", "kwargs": {"hidden": [32], "activation": "relu"}}
     hps = [{"lr": 1e-2, "weight_decay": 1e-4, "init_scale": 1.0, "steps": s, "seed": s}
-           for s in (60, 40)]  # fmt: skip
+           for s in (60, 40)]
     for params in train_group(spec, hps, x, y, batch_size=32, seed=0):
         m = build_module(spec)
         m.load_state_dict(params)
@@ -90,7 +90,7 @@ def zoo_copy(cnn_zoo, zoo_cache, tmp_path):
 def test_cache_holds_exactly_one_checkpoint(cnn_zoo, zoo_cache):
     folder = zoo_folder(CNN, zoo_cache)
     assert sorted(p.name for p in folder.iterdir()) == ["build.json", "zoo.json",
-                                                         "zoo.safetensors"]  # fmt: skip
+                                                         "zoo.safetensors"]
     assert json.loads((folder / "build.json").read_text())["groups"] >= 1
 
 
@@ -127,7 +127,7 @@ CORRUPTIONS = {
         "spec"].update(family="lstm")), ["zoo.json", "records[0]", "family"]),
     "bad config": (lambda f: _edit_json(f / "zoo.json", lambda m: m["config"].update(
         batch_size=0)), ["zoo.json", "config", "--batch-size"]),
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("damage", sorted(CORRUPTIONS))
@@ -155,7 +155,7 @@ def test_killed_save_leaves_no_zoo_a_later_load_trusts(cnn_zoo, tmp_path, monkey
     again = Zoo.load(folder)
     assert again.records == cnn_zoo.records
     assert sorted(p.name for p in folder.iterdir()) == ["build.json", "zoo.json",
-                                                         "zoo.safetensors"]  # fmt: skip
+                                                         "zoo.safetensors"]
 
 
 def test_cache_of_another_config_is_refused(zoo_copy):
@@ -168,7 +168,7 @@ def test_cache_of_another_config_is_refused(zoo_copy):
 def test_command_line_loads_the_cached_zoo(cnn_zoo, zoo_cache, capsys):
     zoo = main(["--kind", "cnn", "--size", str(TINY["size"]), "--seed", str(TINY["seed"]),
                 "--min-steps", str(TINY["min_steps"]), "--max-steps", str(TINY["max_steps"]),
-                "--cache", str(zoo_cache), "--quiet"])  # fmt: skip
+                "--cache", str(zoo_cache), "--quiet"])
     assert zoo.records == cnn_zoo.records
     info = json.loads(capsys.readouterr().out)
     assert info["size"] == TINY["size"] and info["folder"] == str(zoo_folder(CNN, zoo_cache))

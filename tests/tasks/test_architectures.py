@@ -100,7 +100,7 @@ def test_mlp_structure():
     model = arch.MLP(64, (32,), 10)
     assert [k for k, _ in model.named_parameters()] == [
         "layers.0.weight", "layers.0.bias", "layers.1.weight", "layers.1.bias",
-    ]  # fmt: skip
+    ]
     assert _n_params(model) == 64 * 32 + 32 + 32 * 10 + 10
     assert isinstance(arch.MLP(activation="tanh").acts[0], nn.Tanh)
     assert len(arch.MLP(hidden=(8, 8, 8), norm="batch").norms) == 3

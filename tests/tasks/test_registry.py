@@ -7,7 +7,7 @@ from tasks.registry import TASKS, digits_data, get_task
 REQUIRED = [
     "digits_mlp32", "digits_mlp64", "digits_mlp_deep", "mnist1d_mlp", "digits_cnn",
     "digits_resnet", "seq_transformer", "siren_image",
-]  # fmt: skip
+]
 
 
 def test_required_tasks_are_registered():
