@@ -86,7 +86,9 @@ class MetaTrainConfig:
                           "meta_loss.png); a new run refuses a folder that holds files")
     resume: bool = cli.option(False, "continue the run in --out from its last complete "
                               "checkpoint (outer Adam state, inner runs, counters restored); "
-                              "flags that contradict the run's config.json are an error")
+                              "flags left out come from the run's config.json, flags that "
+                              "contradict it are an error (but --steps, --save-every, "
+                              "--nonfinite, --threads, --device, --dist-timeout may change)")
     overwrite: bool = cli.option(False, "start a new run in an --out folder that holds files, "
                                  "replacing what meta-training writes there")
     tasks_per_step: int = cli.option(2, "task slots per outer step, over all processes (their "
@@ -281,7 +283,11 @@ def _resume_config(cfg: MetaTrainConfig) -> MetaTrainConfig:
     if conflicts:
         raise ConfigError(f"--resume {folder}: {'; '.join(conflicts)} contradict its "
                           f"{CONFIG_JSON}; leave them out or start a new run")
-    merged = {**saved, **{k: getattr(cfg, k) for k in cfg.RUN_CONTROL}}
+    # run-control flags: the saved value unless given again (device and the group timeout
+    # are needed before the folder is read, so they are always this command line's)
+    given = {k for k in cfg.RUN_CONTROL if k in cfg.explicit or k not in saved}
+    merged = {**saved, **{k: getattr(cfg, k) for k in given | {"out", "resume", "overwrite",
+                                                               "device", "dist_timeout"}}}
     out = MetaTrainConfig(**merged, explicit=cfg.explicit)
     try:
         return cli.validate(out)
@@ -336,8 +342,6 @@ def meta_train(cfg: MetaTrainConfig, progress: bool = True) -> LearnedOptimizer:
             ``overwrite``) or no run to resume; nothing is written.
     """
     cli.validate(cfg)
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
     group = init_group(cfg.device, cfg.dist_timeout)
     try:
         return _meta_train(cfg, group, progress)
@@ -348,6 +352,8 @@ def meta_train(cfg: MetaTrainConfig, progress: bool = True) -> LearnedOptimizer:
 def _meta_train(cfg: MetaTrainConfig, group: Group, progress: bool) -> LearnedOptimizer:
     device = group.device
     cfg, found = _prepare(cfg, group)
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
     folder = Path(cfg.out)
     my_slots = group.slots(cfg.tasks_per_step)
     source = TaskSource(cfg.task, cfg.valid_split == "resample")

@@ -150,3 +150,20 @@ def test_killed_at_random_moments_then_resumed_equals_the_uninterrupted_run(tmp_
         assert all((a[k] == b[k]).all() for k in a), name
     meta = [r.split(",")[1] for r in (ref / "log.csv").read_text().splitlines()]
     assert meta == [r.split(",")[1] for r in (out / "log.csv").read_text().splitlines()]
+
+
+def test_a_run_killed_before_its_first_checkpoint_resumes_from_the_start(tmp_path):
+    """The folder holds config.json and an unfinished first checkpoint (staging only):
+    --resume drops the staging files and runs the configured run from step 0."""
+    ref = tmp_path / "ref"
+    main([*TINY, "--steps", "2", "--out", str(ref)])
+    out = tmp_path / "killed"
+    out.mkdir()
+    (out / "config.json").write_bytes((ref / "config.json").read_bytes().replace(
+        str(ref).encode(), str(out).encode()))
+    (out / ".checkpoint.staging").mkdir()
+    (out / ".checkpoint.staging" / "lopt.json").write_text("{half")
+    main(["--out", str(out), "--resume"])
+    assert not (out / ".checkpoint.staging").exists()
+    a, b = load_file(str(ref / "lopt.safetensors")), load_file(str(out / "lopt.safetensors"))
+    assert all((a[k] == b[k]).all() for k in a)
