@@ -110,36 +110,36 @@ class RunState:
     def files(self, lopt) -> dict[str, bytes]:
         """The checkpoint's files (see the module docstring)."""
         tensors, groups = dict(self.outer[0]), self.outer[1]
-        meta = {"outer_step": self.step, "resets": self.resets, "runs": [],
+        info = {"outer_step": self.step, "resets": self.resets, "runs": [],
                 "outer_groups": groups}
         for slot in sorted(self.records):
-            info, run_tensors = self.records[slot]
-            meta["runs"].append(info)
+            run_info, run_tensors = self.records[slot]
+            info["runs"].append(run_info)
             tensors.update({f"run{slot}.{k}": v for k, v in run_tensors.items()})
         return {**checkpoint_files(lopt),
                 STATE_WEIGHTS: tensor_bytes(tensors, {"outer_step": str(self.step)}),
-                STATE_CONFIG: json_bytes(meta), LOG_FILE: log_bytes(self.log)}
+                STATE_CONFIG: json_bytes(info), LOG_FILE: log_bytes(self.log)}
 
     @classmethod
     def restore(cls, blobs: dict[str, bytes], where: str, slots: int) -> RunState:
         """Parse the files of a checkpoint (:func:`read_run_files`), checked against the
         run's ``slots`` task slots; errors name the file and the field."""
-        meta_where, tensor_where = f"{where}/{STATE_CONFIG}", f"{where}/{STATE_WEIGHTS}"
-        meta = parse_json(blobs[STATE_CONFIG].decode(), meta_where)
-        step = require(meta, "outer_step", int, meta_where, lambda v: v >= 0, ">= 0")
-        resets = require(meta, "resets", list, meta_where)
-        runs = require(meta, "runs", list, meta_where)
-        groups = require(meta, "outer_groups", list, meta_where)
+        info_where, tensor_where = f"{where}/{STATE_CONFIG}", f"{where}/{STATE_WEIGHTS}"
+        info = parse_json(blobs[STATE_CONFIG].decode(), info_where)
+        step = require(info, "outer_step", int, info_where, lambda v: v >= 0, ">= 0")
+        resets = require(info, "resets", list, info_where)
+        runs = require(info, "runs", list, info_where)
+        groups = require(info, "outer_groups", list, info_where)
         if len(runs) != slots or len(resets) != slots:
-            raise PersistenceError(f"{meta_where} holds {len(runs)} task slots; resume with "
+            raise PersistenceError(f"{info_where} holds {len(runs)} task slots; resume with "
                                    f"--tasks-per-step {len(runs)}")
         tensors = parse_tensors(blobs[STATE_WEIGHTS], tensor_where)
         records = {}
-        for slot, info in enumerate(runs):
+        for slot, run in enumerate(runs):
             prefix = f"run{slot}."
             for key in ("seeds", "step", "horizon"):
-                require(info, key, list if key == "seeds" else int, f"{meta_where} runs[{slot}]")
-            records[slot] = (info, {k[len(prefix):]: v for k, v in tensors.items()
+                require(run, key, list if key == "seeds" else int, f"{info_where} runs[{slot}]")
+            records[slot] = (run, {k[len(prefix):]: v for k, v in tensors.items()
                                     if k.startswith(prefix)})
         outer = {k: v for k, v in tensors.items() if k.startswith("outer.")}
         log = parse_log(blobs[LOG_FILE].decode(), upto=step) if LOG_FILE in blobs else []

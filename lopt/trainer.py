@@ -390,17 +390,8 @@ def _meta_train(cfg: MetaTrainConfig, group: Group, progress: bool) -> LearnedOp
         except Exception as err:  # every rank must reach the collective below
             failure = err
         group.agree(failure, f"meta-training at outer step {step + 1}")
-        # one all-reduce: meta-gradient sum, meta-loss sum, per-rank non-finite flags and peaks
-        flags = torch.zeros(2, group.world, dtype=local.dtype, device=local.device)
-        flags[0, group.rank] = 0.0 if outer.finite(local) else 1.0
-        flags[1, group.rank] = peak_memory_mb(device)
-        reduced = group.all_reduce_sum(
-            torch.cat([local, local.new_tensor([loss_sum]), flags.flatten()])
-        )
-        total = reduced[: local.numel()] / cfg.tasks_per_step
-        meta_loss = float(reduced[local.numel()]) / cfg.tasks_per_step
-        flags = reduced[local.numel() + 1:].view(2, group.world)
-        bad_ranks = [r for r in range(group.world) if flags[0, r] > 0]
+        total, meta_loss, bad_ranks, peak_mb = _reduce(group, outer, local, loss_sum,
+                                                       cfg.tasks_per_step, device)
         if bad_ranks and cfg.nonfinite == "error":
             raise GroupError(
                 f"non-finite meta-gradient on rank(s) {bad_ranks} at outer step {step + 1}; "
@@ -412,7 +403,7 @@ def _meta_train(cfg: MetaTrainConfig, group: Group, progress: bool) -> LearnedOp
         row = {"outer_step": step + 1, "meta_loss": meta_loss, "grad_norm": gnorm,
                "alpha": sc["log_alpha"], "beta_dir": sc["log_beta_dir"],
                "beta_scale": sc["log_beta_scale"], "elapsed_s": time.time() - t0,
-               "peak_mem_mb": float(flags[1].max())}
+               "peak_mem_mb": peak_mb}
         if "log_weight_decay" in sc:
             row["weight_decay"] = sc["log_weight_decay"]
         log.append(row)
@@ -426,6 +417,21 @@ def _meta_train(cfg: MetaTrainConfig, group: Group, progress: bool) -> LearnedOp
                        "nothing to do")
         plot_log(folder)
     return outer.finish()
+
+
+def _reduce(group: Group, outer: OuterLearner, local: torch.Tensor, loss_sum: float, slots: int,
+            device: torch.device) -> tuple[torch.Tensor, float, list[int], float]:
+    """One all-reduce of the meta-gradient sum, meta-loss sum, per-rank non-finite flags and
+    peak memory: ``(mean meta-gradient, mean meta-loss, non-finite ranks, largest peak MB)``."""
+    flags = torch.zeros(2, group.world, dtype=local.dtype, device=local.device)
+    flags[0, group.rank] = 0.0 if outer.finite(local) else 1.0
+    flags[1, group.rank] = peak_memory_mb(device)
+    reduced = group.all_reduce_sum(torch.cat([local, local.new_tensor([loss_sum]),
+                                              flags.flatten()]))
+    n = local.numel()
+    flags = reduced[n + 1:].view(2, group.world)
+    bad_ranks = [r for r in range(group.world) if flags[0, r] > 0]
+    return reduced[:n] / slots, float(reduced[n]) / slots, bad_ranks, float(flags[1].max())
 
 
 def _lopt_from_files(found: dict, folder: Path, device) -> LearnedOptimizer:
