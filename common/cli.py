@@ -123,8 +123,10 @@ def _scalar(kind: Any) -> tuple[type, bool]:
     return kind, False
 
 
-def build_parser(cls: type, prog: str, doc: str | None = None) -> argparse.ArgumentParser:
-    """An argument parser with one ``--flag`` per field of the dataclass ``cls``."""
+def build_parser(cls: type, prog: str, doc: str | None = None, *,
+                 given_only: bool = False) -> argparse.ArgumentParser:
+    """An argument parser with one ``--flag`` per field of the dataclass ``cls``; with
+    ``given_only`` its namespace holds only the options given (no defaults)."""
     parser = _OneLineParser(prog=prog, description=doc, allow_abbrev=False,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     types = _field_types(cls)
@@ -134,11 +136,13 @@ def build_parser(cls: type, prog: str, doc: str | None = None) -> argparse.Argum
             continue  # not a command-line option
         kind, is_list = _scalar(types[f.name])
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        if given_only:
+            default = argparse.SUPPRESS
         if kind is bool:
             parser.add_argument(_flag(f.name), action=argparse.BooleanOptionalAction,
                                 default=default, help=meta["help"])
             continue
-        shown = " ".join(map(str, default)) if is_list else str(default)
+        shown = " ".join(map(str, default)) if is_list and not given_only else str(default)
         shown = shown.replace("%", "%%")  # argparse %-formats help texts ("50%" defaults)
         parser.add_argument(
             _flag(f.name), type=kind, default=default, choices=meta["choices"],
@@ -197,7 +201,7 @@ def parse(cls: type[T], argv: Sequence[str] | None = None, *, prog: str,
     parser = build_parser(cls, prog, doc)
     values = vars(parser.parse_args(argv))
     if "explicit" in {f.name for f in dataclasses.fields(cls)}:
-        values["explicit"] = given_options(parser, argv)
+        values["explicit"] = given_options(cls, argv, prog)
     cfg = cls(**values)
     try:
         return validate(cfg)
@@ -205,17 +209,9 @@ def parse(cls: type[T], argv: Sequence[str] | None = None, *, prog: str,
         parser.error(str(err))
 
 
-def given_options(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> frozenset:
-    """Names of the fields whose ``--flag`` appears in ``argv`` (not left at its default)."""
-    probe = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-    for action in parser._actions:
-        if action.option_strings and action.dest != "help":
-            kwargs = {"nargs": action.nargs} if action.nargs not in (None, 0) else {}
-            if isinstance(action, argparse.BooleanOptionalAction):
-                kwargs = {"action": argparse.BooleanOptionalAction}
-            probe.add_argument(*action.option_strings, dest=action.dest,
-                               default=argparse.SUPPRESS, **kwargs)
-    seen, _ = probe.parse_known_args(argv)
+def given_options(cls: type, argv: Sequence[str] | None, prog: str = "") -> frozenset:
+    """Names of the fields of ``cls`` whose ``--flag`` appears in ``argv``."""
+    seen = build_parser(cls, prog, given_only=True).parse_args(argv)
     return frozenset(vars(seen))
 
 

@@ -1,3 +1,4 @@
+import dataclasses
 import subprocess
 import sys
 import textwrap
@@ -73,3 +74,17 @@ def test_a_real_process_prints_no_traceback(tmp_path):
     res = subprocess.run([sys.executable, str(script), "--n", "0"], capture_output=True,
                          text=True)
     assert res.returncode == 2 and res.stderr == "prog: error: --n must be positive, got 0\n"
+
+
+@dataclass
+class WithExplicit:
+    steps: int = cli.option(5, "steps", check=cli.positive)
+    hidden: int = cli.option(32, "width", check=cli.positive)
+    fast: bool = cli.option(False, "fast")
+    explicit: frozenset = dataclasses.field(default=frozenset(), compare=False)
+
+
+def test_a_config_can_tell_given_options_from_defaults():
+    cfg = cli.parse(WithExplicit, ["--hidden", "32", "--no-fast"], prog="p")
+    assert cfg.explicit == {"hidden", "fast"} and cfg.steps == 5
+    assert cli.parse(WithExplicit, [], prog="p").explicit == frozenset()
