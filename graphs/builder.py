@@ -38,12 +38,18 @@ class Group:
     yet known). ``repeat`` marks a flattened activation whose features are the group's
     neurons each seen ``k`` times (``"interleave"``: ``[B, C, S] -> [B, C*S]``, ``"tile"``:
     ``[B, T, D] -> [B, T*D]``); ``k`` is decided by the layer that reads it.
+
+    ``ndim`` (the tensor's rank, ``None`` if unknown) and ``axis`` (which axis holds the
+    neurons: counted from the front when ``>= 0``, from the end when ``< 0``; ``None``: the
+    layout's usual place) are the tracer's axis bookkeeping (``graphs.tracing``).
     """
 
     ids: Tensor | None
     layout: str = UNKNOWN
     repeat: str | None = None
     input_key: int | None = None  # which network input a pending group stands for
+    ndim: int | None = None
+    axis: int | None = None
 
     @property
     def pending(self) -> bool:
@@ -72,8 +78,11 @@ class _Chunk:
     groups: int = 1
     transposed: bool = False  # dense only: the weight's first axis indexes sources
     src_pos: Tensor | None = None  # dense only: a position per source entry
+    flipped: bool = False  # dense only: edges run dst -> src (a weight [I, O/groups, K])
 
     def fill(self, src: Tensor, dst: Tensor, pos: Tensor) -> None:
+        if self.flipped:  # laid out as [O, I/g, K] with the roles swapped, edges reversed
+            src, dst = dst, src
         if self.kind == "vector":
             src.fill_(int(self.src[0]))
             dst.copy_(self.dst)
@@ -110,10 +119,19 @@ class _Chunk:
 
 @dataclass
 class _ParamRecord:
+    """One use of a parameter tensor by a layer; its chunks cover the tensor row-major.
+
+    The first use of a tensor owns its ``P`` entry edges; every further use (tied weights,
+    a module called twice) is a record with ``tied_to`` set, whose edges carry the same
+    entries (see :meth:`GraphBuilder.finalize`).
+    """
+
     name: str
     shape: torch.Size
     requires_grad: bool
     chunks: list[_Chunk] = field(default_factory=list)
+    tensor: Tensor | None = field(default=None, repr=False)
+    tied_to: _ParamRecord | None = None
 
 
 class GraphBuilder:
@@ -124,7 +142,10 @@ class GraphBuilder:
         self.num_nodes = 0
         self.layer = 0
         self.params: list[_ParamRecord] = []
-        self._param_index: dict[str, _ParamRecord] = {}
+        self._param_index: dict[str, _ParamRecord] = {}  # every name used -> first use
+        self._by_tensor: dict[int, _ParamRecord] = {}  # id(tensor) -> first use
+        self._tied: list[_ParamRecord] = []  # further uses of a tensor, in order
+        self.buffers: dict[str, Tensor] = {}  # buffer name -> node id of each entry
         self._aux: list[_Chunk] = []
         self.node_groups: dict[str, Tensor] = {}
         self._act_updates: list[tuple[Tensor, int]] = []
@@ -173,6 +194,11 @@ class GraphBuilder:
             known = self._inputs.get(group.input_key)
             if known is None:
                 ids = self.new_nodes(n, NodeType.INPUT, positional=True)
+                # several network inputs: positions continue across them (in the order the
+                # inputs are first read), so two inputs of one size are never interchangeable
+                offset = sum(int(known_ids.numel()) for known_ids, _ in self._inputs.values())
+                if offset:
+                    self._node_feats[-1][:, 2] += offset
                 self._inputs[group.input_key] = (ids, group.repeat)
                 return ids, None
             ids, repeat = known
@@ -214,17 +240,41 @@ class GraphBuilder:
 
     # ------------------------------------------------------------ parameters
     def add_param(self, name: str, param: Tensor) -> _ParamRecord:
-        if name in self._param_index:
-            raise GraphConstructionError(
-                f"parameter '{name}' is used more than once (shared / tied weights are not "
-                "supported: each parameter entry must be exactly one edge)"
-            )
-        rec = _ParamRecord(name, param.shape, bool(param.requires_grad))
-        self.params.append(rec)
-        self._param_index[name] = rec
+        """The record a converter fills with edges for one use of ``param``.
+
+        A tensor is one set of entries however often it is used: its first use (by identity,
+        so tied weights under two names count as one tensor) creates its ``P`` entry edges;
+        every further use returns a *tied* record whose edges become structural edges
+        carrying the same entries (``ParameterGraph.tied_index``).
+        """
+        first = self._by_tensor.get(id(param))
+        if first is None and name in self._param_index:  # same name, another object
+            first = self._param_index[name]
+        rec = _ParamRecord(name, param.shape, bool(param.requires_grad), tensor=param)
+        if first is None:
+            self.params.append(rec)
+            self._by_tensor[id(param)] = rec
+        else:
+            if first.shape != param.shape:
+                raise GraphConstructionError(
+                    f"parameter '{name}' is used with shape {tuple(param.shape)} and "
+                    f"{tuple(first.shape)}"
+                )
+            rec.tied_to = first
+            self._tied.append(rec)
+        self._param_index.setdefault(name, first or rec)
         return rec
 
+    def add_buffer(self, name: str, ids: Tensor) -> None:
+        """Buffer ``name``'s entry ``j`` (along its first axis) follows node ``ids[j]``.
+
+        E.g. BatchNorm's ``running_mean`` / ``running_var`` follow their channels, so a node
+        permutation moves them with the parameters (``graphs.permutation.permute_state_dict``).
+        """
+        self.buffers.setdefault(name, ids)
+
     def covered(self, name: str) -> bool:
+        """Whether a parameter was used under ``name`` (any of a tied tensor's names)."""
         return name in self._param_index
 
     def dense(
@@ -237,8 +287,19 @@ class GraphBuilder:
         groups: int = 1,
         transposed: bool = False,
         src_pos: Tensor | None = None,
+        flipped: bool = False,
     ) -> None:
-        """Edges for a weight block ``[O, I/groups, K]`` (or ``[I, O]`` when transposed)."""
+        """Edges for a weight block ``[O, I/groups, K]`` (or ``[I, O]`` when transposed).
+
+        ``flipped``: the block is ``[I, O/groups, K]`` (a transposed convolution): entry
+        ``(i, o, k)`` is the edge ``src[i] -> dst[g(i) * O/g + o]`` at kernel position ``k``.
+        """
+        if flipped:
+            n = src.numel() * (dst.numel() // groups) * ksize
+            rec.chunks.append(
+                _Chunk(n, int(etype), self.layer, "dense", dst, src, ksize, groups, flipped=True)
+            )
+            return
         n = dst.numel() * (src.numel() // groups) * ksize
         rec.chunks.append(
             _Chunk(n, int(etype), self.layer, "dense", src, dst, ksize, groups, transposed, src_pos)
@@ -282,11 +343,22 @@ class GraphBuilder:
     def finalize(self) -> dict:
         """Allocate and fill the graph tensors (see the module docstring for edge order)."""
         chunks = [c for rec in self.params for c in rec.chunks]
-        for rec in self.params:
+        for rec in self.params + self._tied:
             got = sum(c.n for c in rec.chunks)
             want = math.prod(rec.shape)
             if got != want:  # a converter bug, never a user error
                 raise AssertionError(f"{rec.name}: {got} edges for {want} entries")
+        # further uses of a tensor: edges right after the P entry edges, each carrying the
+        # entry ``tied_index[t]`` (the use's chunks cover the tensor row-major, as the first)
+        offsets, start = {}, 0
+        for rec in self.params:
+            offsets[id(rec)] = start
+            start += math.prod(rec.shape)
+        tied = [
+            offsets[id(rec.tied_to)] + torch.arange(math.prod(rec.shape)) for rec in self._tied
+        ]
+        tied_index = torch.cat(tied) if tied else torch.zeros(0, dtype=torch.long)
+        chunks += [c for rec in self._tied for c in rec.chunks]
         chunks += self._aux
         num_edges = sum(c.n for c in chunks)
         edge_index = torch.empty(2, num_edges, dtype=torch.long)
@@ -305,4 +377,6 @@ class GraphBuilder:
         for ids in self._outputs:
             node_feat[ids, 0] = int(NodeType.OUTPUT)
             node_feat[ids, 2] = torch.arange(1, ids.numel() + 1, dtype=torch.int32)
-        return dict(edge_index=edge_index, edge_feat=edge_feat, node_feat=node_feat)
+        return dict(
+            edge_index=edge_index, edge_feat=edge_feat, node_feat=node_feat, tied_index=tied_index
+        )

@@ -30,7 +30,7 @@ from einops import repeat
 from torch import Tensor, nn
 
 from graphs.builder import FLAT, SEQ, SPATIAL, UNKNOWN, GraphBuilder, Group
-from graphs.errors import UnsupportedModuleError
+from graphs.errors import GraphConstructionError, UnsupportedModuleError
 from graphs.features import EdgeType, NodeType, activation_kind
 
 Converter = Callable[..., object]
@@ -90,17 +90,20 @@ def linear(b: GraphBuilder, m: nn.Linear, path: str, x: Group, etype=EdgeType.LI
 
 
 @register_converter(nn.modules.conv._ConvNd)
-def conv(b: GraphBuilder, m: nn.modules.conv._ConvNd, path: str, x: Group) -> Group:
-    if m.transposed:
-        raise UnsupportedModuleError(
-            path, [n for n, _ in m.named_parameters(prefix=path)], "transposed convolution"
-        )
+def conv(
+    b: GraphBuilder, m: nn.modules.conv._ConvNd, path: str, x: Group, output_size=None
+) -> Group:
+    """Convolutions, transposed ones included (``output_size`` does not touch the graph)."""
     b.next_layer()
     x = b.materialize(x, m.in_channels, f"{type(m).__name__} '{path}'")
     out = b.neurons(m.out_channels)
     ksize = math.prod(m.kernel_size)
     rec = b.add_param(_join(path, "weight"), m.weight)
-    b.dense(rec, x.ids, out, EdgeType.CONV, ksize=ksize, groups=m.groups)
+    if m.transposed:  # weight [in, out / groups, *k]: rows index the sources
+        b.dense(rec, x.ids, out, EdgeType.CONV_TRANSPOSE, ksize=ksize, groups=m.groups,
+                flipped=True)
+    else:  # weight [out, in / groups, *k]
+        b.dense(rec, x.ids, out, EdgeType.CONV, ksize=ksize, groups=m.groups)
     _bias(b, path, m.bias, out)
     b.node_groups[path] = out
     return Group(out, SPATIAL)
@@ -109,10 +112,54 @@ def conv(b: GraphBuilder, m: nn.modules.conv._ConvNd, path: str, x: Group) -> Gr
 @register_converter(nn.modules.batchnorm._NormBase)
 def batch_norm(b: GraphBuilder, m: nn.modules.batchnorm._NormBase, path: str, x: Group) -> Group:
     if not m.affine:
+        if x.ids is not None and x.repeat is None and x.ids.numel() == m.num_features:
+            _running_stats(b, m, path, x.ids)
         return x
     b.next_layer()
     x = b.materialize(x, m.num_features, f"{type(m).__name__} '{path}'")
     _affine(b, path, m.weight, m.bias, x.ids)
+    _running_stats(b, m, path, x.ids)
+    return x
+
+
+def _running_stats(b: GraphBuilder, m: nn.Module, path: str, ids: Tensor) -> None:
+    """Running mean / variance follow their channels (``num_batches_tracked`` follows none)."""
+    for name in ("running_mean", "running_var"):
+        if getattr(m, name, None) is not None:
+            b.add_buffer(_join(path, name), ids)
+
+
+@register_converter(nn.PReLU)
+def prelu(b: GraphBuilder, m: nn.PReLU, path: str, x: Group) -> Group:
+    """Slopes as edges: one per channel moves with its channel (like a BatchNorm gamma);
+    a single slope sits on a node of its own tied to every channel, so it follows none."""
+    what = f"PReLU '{path}'"
+    n = m.num_parameters
+    axis, ndim = getattr(x, "axis", None), getattr(x, "ndim", None)
+    if axis is not None and axis < 0 and ndim is not None:
+        axis += ndim
+    seq = x.layout == SEQ if axis is None or axis < 0 else axis != 1
+    if n > 1 and seq:  # PReLU scales dim 1: in [batch, tokens, features], the tokens
+        raise UnsupportedModuleError(
+            path, [_join(path, "weight")],
+            f"{n} slopes along dim 1 of a [batch, tokens, features] tensor", "PReLU",
+        )
+    if x.ids is None and n == 1:
+        raise GraphConstructionError(
+            f"{what} with one slope reads the network input directly: its size is unknown"
+        )
+    b.next_layer()
+    if n > 1:
+        x = b.materialize(x, n, what)
+    slope = b.new_nodes(1, NodeType.ACT_SLOPE)
+    rec = b.add_param(_join(path, "weight"), m.weight)
+    if n > 1:
+        b.vector(rec, slope, x.ids, EdgeType.ACT_SLOPE)
+    else:
+        shared = b.new_nodes(1, NodeType.ACT_SHARED)
+        b.vector(rec, slope, shared, EdgeType.ACT_SLOPE)
+        b.fixed_edges(shared.expand(x.ids.numel()), x.ids, EdgeType.ACT_MEMBER)
+    b.set_activation(x, activation_kind(m))
     return x
 
 
@@ -182,9 +229,23 @@ def parameter_tokens(b: GraphBuilder, name: str, param: Tensor, x: Group, kind: 
 
 @register_converter(nn.MultiheadAttention)
 def multihead_attention(
-    b: GraphBuilder, m: nn.MultiheadAttention, path: str, query: Group, key=None, value=None
+    b: GraphBuilder,
+    m: nn.MultiheadAttention,
+    path: str,
+    query: Group,
+    key=None,
+    value=None,
+    key_padding_mask=None,
+    need_weights=True,
+    attn_mask=None,
+    average_attn_weights=True,
+    is_causal=False,
 ) -> tuple[Group, None]:
-    """Queries, keys and values as neuron groups, tied by head nodes and query-key pairs."""
+    """Queries, keys and values as neuron groups, tied by head nodes and query-key pairs.
+
+    Takes every argument ``nn.MultiheadAttention.forward`` does; masks and the returned
+    weights do not change the parameter graph. ``batch_first`` either way: features are last.
+    """
     names = [n for n, _ in m.named_parameters(prefix=path)]
     if m.bias_k is not None or m.add_zero_attn:
         raise UnsupportedModuleError(path, names, "add_bias_kv / add_zero_attn")
@@ -219,7 +280,13 @@ def multihead_attention(
 
 @register_converter(nn.TransformerEncoderLayer)
 def transformer_encoder_layer(
-    b: GraphBuilder, m: nn.TransformerEncoderLayer, path: str, x: Group, *args, **kwargs
+    b: GraphBuilder,
+    m: nn.TransformerEncoderLayer,
+    path: str,
+    x: Group,
+    src_mask=None,
+    src_key_padding_mask=None,
+    is_causal=False,
 ) -> Group:
     def attention(h: Group) -> Group:
         return multihead_attention(b, m.self_attn, _join(path, "self_attn"), h, h, h)[0]
@@ -245,7 +312,13 @@ def transformer_encoder_layer(
 
 @register_converter(nn.TransformerEncoder)
 def transformer_encoder(
-    b: GraphBuilder, m: nn.TransformerEncoder, path: str, x: Group, *args, **kwargs
+    b: GraphBuilder,
+    m: nn.TransformerEncoder,
+    path: str,
+    x: Group,
+    mask=None,
+    src_key_padding_mask=None,
+    is_causal=None,
 ) -> Group:
     for i, layer in enumerate(m.layers):
         x = transformer_encoder_layer(b, layer, _join(path, f"layers.{i}"), x)

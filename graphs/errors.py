@@ -32,3 +32,18 @@ class UnsupportedModuleError(GraphConstructionError):
 
 class UntraceableModuleError(GraphConstructionError):
     """torch.fx could not trace the module (usually data-dependent control flow)."""
+
+
+class ShapeOperationError(GraphConstructionError):
+    """A shape operation (transpose, chunk, view, ...) the tracer cannot follow.
+
+    Attributes:
+        op: the operation's name; path: the module path it was traced in ("" for the root);
+        line: the source line, when torch.fx recorded it ("" otherwise).
+    """
+
+    def __init__(self, op: str, path: str, reason: str, line: str = ""):
+        self.op, self.path, self.line = op, path, line
+        where = f"in submodule '{path}'" if path else "in the root module"
+        at = f" ({line})" if line else ""
+        super().__init__(f"'{op}' {where}{at}: {reason}")

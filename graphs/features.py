@@ -31,6 +31,8 @@ class NodeType(IntEnum):
     TOKEN = 8  # one per vocabulary entry of an embedding table
     POSITION = 9  # one per position of a learned positional embedding
     PARAM_TOKEN = 10  # one per learned token (cls token) prepended to a sequence
+    ACT_SLOPE = 11  # one per PReLU: its edges hold the slopes
+    ACT_SHARED = 12  # one per PReLU with a single slope: tied to every channel it scales
 
 
 class EdgeType(IntEnum):
@@ -51,6 +53,9 @@ class EdgeType(IntEnum):
     QK_PAIR = 14  # fixed: query dimension i -> key dimension i (they permute together)
     GROUP_MEMBER = 15  # fixed: GroupNorm group node -> its channels
     PRODUCT = 16  # fixed edge of an elementwise product of two neuron groups
+    CONV_TRANSPOSE = 17  # a transposed convolution's weight (kernel position as for CONV)
+    ACT_SLOPE = 18  # a PReLU slope: to its channel, or (one slope) to the shared node
+    ACT_MEMBER = 19  # fixed: a single-slope PReLU's shared node -> the channels it scales
 
 
 class Activation(IntEnum):
@@ -85,6 +90,7 @@ _ACTIVATION_MODULES: dict[type, Activation] = {
     nn.Sigmoid: Activation.SIGMOID,
     nn.SiLU: Activation.SILU,
     nn.LeakyReLU: Activation.LEAKY_RELU,
+    nn.PReLU: Activation.LEAKY_RELU,  # its slopes are parameters (edges), not a feature
     nn.ELU: Activation.ELU,
     nn.Softplus: Activation.SOFTPLUS,
     nn.Softmax: Activation.SOFTMAX,

@@ -212,13 +212,15 @@ class GMN(nn.Module):
         """Per-parameter outputs: a dict with ``pg.param_names``, shaped like the parameters.
 
         Stacked inputs (``[B, *shape]`` per parameter: ``B`` networks of one architecture)
-        run as one batched graph and give ``[B, *shape]`` outputs.
+        run as one batched graph and give ``[B, *shape]`` outputs. An entry of a tensor used
+        more than once (tied weights) gets the mean of the outputs of all its edges.
         """
         self._check_channels(feature_dicts)
         batch = pg.batch_size_of(feature_dicts[0])
         if batch is None:
-            return pg.decode(None, self.forward_data(pg.encode(*feature_dicts)).edge)
-        return pg.decode_stacked(self.forward_data(pg.encode_stacked(*feature_dicts)).edge, batch)
+            return pg.decode(None, self.forward_data(pg.encode(*feature_dicts)).edge, "mean")
+        out = self.forward_data(pg.encode_stacked(*feature_dicts)).edge
+        return pg.decode_stacked(out, batch, "mean")
 
     def embed(self, pg: ParameterGraph, *feature_dicts: Mapping[str, Tensor]) -> Tensor:
         """The permutation-invariant graph embedding: ``[hidden]``, or ``[B, hidden]`` stacked."""
@@ -237,7 +239,7 @@ class GMN(nn.Module):
         for f in features:
             self._check_channels(f)
         out = self.forward_data(batch_graphs(graphs, features))
-        return unbatch_edges(graphs, out.edge), out.graph
+        return unbatch_edges(graphs, out.edge, "mean"), out.graph
 
     def _check_channels(self, feature_dicts) -> None:
         if len(feature_dicts) != self.config.in_channels:

@@ -35,6 +35,17 @@ class ParameterGraph:
         trainable: per parameter, ``requires_grad`` at build time (frozen ones are covered
             too, and marked here).
         node_groups: named node id sets (network inputs and outputs, attention heads, ...).
+        tied_index: ``[T]`` for a tensor used more than once (tied weights, a module called
+            twice): the tensor is one set of ``P`` entries (its first use), and each further
+            use adds edges ``P ... P + T - 1`` after them, edge ``P + t`` carrying entry
+            ``tied_index[t]``. :meth:`encode` fills them by a gather; :meth:`decode` reads
+            the first ``P`` edges (or, with ``tied="mean"``, averages every edge carrying an
+            entry: how the GMN turns its edge outputs into one output per entry).
+        param_aliases: other names of a tied tensor (``state_dict`` keys ``named_parameters``
+            drops) -> its name in ``param_names``.
+        buffer_nodes: buffers that follow neurons -> the node id of each entry along their
+            first axis (BatchNorm ``running_mean`` / ``running_var`` follow their channels);
+            :func:`graphs.permutation.permute_state_dict` moves them with the parameters.
     """
 
     edge_index: Tensor
@@ -44,6 +55,9 @@ class ParameterGraph:
     param_shapes: tuple[torch.Size, ...]
     trainable: tuple[bool, ...]
     node_groups: Mapping[str, Tensor] = field(default_factory=dict)
+    tied_index: Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
+    param_aliases: Mapping[str, str] = field(default_factory=dict)
+    buffer_nodes: Mapping[str, Tensor] = field(default_factory=dict)
     _on_device: dict = field(default_factory=dict, repr=False)  # structure copies, by device
 
     # ------------------------------------------------------------ building
@@ -61,14 +75,24 @@ class ParameterGraph:
         node_type = tensors["node_feat"][:, 0]
         groups["input"] = torch.nonzero(node_type == NodeType.INPUT).flatten()
         groups["output"] = torch.nonzero(node_type == NodeType.OUTPUT).flatten()
+        # a tied tensor is named as named_parameters() names it (whichever use came first)
+        canon = {id(p): n for n, p in module.named_parameters()}
+        aliases = {
+            n: canon[id(p)]
+            for n, p in module.named_parameters(remove_duplicate=False)
+            if canon[id(p)] != n
+        }
         return cls(
             edge_index=tensors["edge_index"],
             node_feat=tensors["node_feat"],
             edge_feat=tensors["edge_feat"],
-            param_names=tuple(r.name for r in b.params),
+            param_names=tuple(canon.get(id(r.tensor), r.name) for r in b.params),
             param_shapes=tuple(r.shape for r in b.params),
             trainable=tuple(r.requires_grad for r in b.params),
             node_groups=groups,
+            tied_index=tensors["tied_index"],
+            param_aliases=aliases,
+            buffer_nodes=dict(b.buffers),
         )
 
     # ---------------------------------------------------------- properties
@@ -90,6 +114,11 @@ class ParameterGraph:
         return self.num_params
 
     @property
+    def num_tied(self) -> int:
+        """Edges repeating an entry of a tensor used more than once (after the first ``P``)."""
+        return self.tied_index.numel()
+
+    @property
     def param_numels(self) -> list[int]:
         return [math.prod(s) for s in self.param_shapes]
 
@@ -103,7 +132,8 @@ class ParameterGraph:
 
     def nbytes(self) -> int:
         """Memory held by the graph's tensors."""
-        tensors = [self.edge_index, self.node_feat, self.edge_feat, *self.node_groups.values()]
+        tensors = [self.edge_index, self.node_feat, self.edge_feat, self.tied_index,
+                   *self.node_groups.values(), *self.buffer_nodes.values()]
         return sum(t.numel() * t.element_size() for t in tensors)
 
     def to(self, device: torch.device | str) -> ParameterGraph:
@@ -115,6 +145,9 @@ class ParameterGraph:
             param_shapes=self.param_shapes,
             trainable=self.trainable,
             node_groups={k: v.to(device) for k, v in self.node_groups.items()},
+            tied_index=self.tied_index.to(device),
+            param_aliases=self.param_aliases,
+            buffer_nodes={k: v.to(device) for k, v in self.buffer_nodes.items()},
         )
 
     def _structure_on(self, device: torch.device) -> ParameterGraph:
@@ -170,9 +203,13 @@ class ParameterGraph:
             stacked = (torch.stack(vs, dim=-1) for vs in zip(*channels))  # [*shape, C] each
             pieces = [rearrange(s, "... c -> (...) c") for s in stacked]
         ref = pieces[0]
-        pad = ref.new_zeros(self.num_edges - self.num_params, len(channels))
-        edge_attr = torch.cat([*pieces, pad])
         struct = self._structure_on(ref.device)
+        pad = ref.new_zeros(self.num_edges - self.num_params - self.num_tied, len(channels))
+        if self.num_tied:  # further uses of a tied tensor repeat its entries: one gather
+            flat = torch.cat(pieces)
+            edge_attr = torch.cat([flat, flat[struct.tied_index], pad])
+        else:
+            edge_attr = torch.cat([*pieces, pad])
         return Data(
             x=ref.new_zeros(self.num_nodes, len(channels)),
             edge_attr=edge_attr,
@@ -227,7 +264,9 @@ class ParameterGraph:
         rows = [torch.cat([rearrange(p[n], "b ... -> b (...)") for n in self.param_names], 1)
                 for p in param_dicts]
         flat = torch.stack(rows, dim=-1)  # [B, P, C]
-        pad = self.num_edges - self.num_params
+        if self.num_tied:
+            flat = torch.cat([flat, flat[:, self._structure_on(flat.device).tied_index]], dim=1)
+        pad = self.num_edges - self.num_params - self.num_tied
         if pad:
             flat = torch.cat([flat, flat.new_zeros(batch, pad, c)], dim=1)
         struct = self._stacked_structure(batch, flat.device)
@@ -256,14 +295,20 @@ class ParameterGraph:
             )
         return self._on_device[key]
 
-    def decode_stacked(self, edge_attr: Tensor, batch: int) -> dict[str, Tensor]:
-        """Inverse of :meth:`encode_stacked`: ``[B * E(, C)]`` -> ``{name: [B, *shape(, C)]}``."""
+    def decode_stacked(
+        self, edge_attr: Tensor, batch: int, tied: str = "first"
+    ) -> dict[str, Tensor]:
+        """Inverse of :meth:`encode_stacked`: ``[B * E(, C)]`` -> ``{name: [B, *shape(, C)]}``.
+
+        ``tied`` as in :meth:`decode`.
+        """
         if edge_attr.shape[0] != batch * self.num_edges:
             raise ValueError(
                 f"edge_attr has {edge_attr.shape[0]} rows, {batch} stacked graphs have "
                 f"{batch * self.num_edges} edges"
             )
-        values = rearrange(edge_attr, "(b e) ... -> b e ...", b=batch)[:, : self.num_params]
+        per_graph = rearrange(edge_attr, "(b e) ... -> b e ...", b=batch)
+        values = self._entries(per_graph, 1, tied)
         if values.dim() == 3 and values.shape[2] == 1:
             values = values[..., 0]
         trailing = tuple(values.shape[2:])
@@ -273,18 +318,33 @@ class ParameterGraph:
             for name, shape, piece in zip(self.param_names, self.param_shapes, pieces)
         }
 
-    def decode(self, x: Tensor | None, edge_attr: Tensor) -> dict[str, Tensor]:
+    def _entries(self, edge_attr: Tensor, dim: int, tied: str) -> Tensor:
+        """The ``P`` entry rows of ``edge_attr`` along ``dim`` (0, or 1 when stacked)."""
+        p, t = self.num_params, self.num_tied
+        values = edge_attr.narrow(dim, 0, p)
+        if tied == "first" or not t:
+            return values
+        if tied != "mean":
+            raise ValueError(f"tied must be 'first' or 'mean', got {tied!r}")
+        index = self._structure_on(edge_attr.device).tied_index
+        total = torch.index_add(values, dim, index, edge_attr.narrow(dim, p, t))
+        count = torch.bincount(index, minlength=p).to(values.dtype) + 1
+        return total / count.view(*(1,) * dim, p, *(1,) * (values.dim() - dim - 1))
+
+    def decode(self, x: Tensor | None, edge_attr: Tensor, tied: str = "first") -> dict[str, Tensor]:
         """Exact inverse of :meth:`encode`: ``edge_attr [E]`` or ``[E, C]`` -> parameter dict.
 
         With one channel the tensors have the parameters' shapes; with ``C > 1`` channels
         they get a trailing channel dimension. ``x`` is accepted for symmetry (it carries
-        no parameter in this construction).
+        no parameter in this construction). An entry of a tensor used more than once sits on
+        several edges: ``tied="first"`` reads its entry edge (the first ``P`` edges),
+        ``tied="mean"`` averages all edges carrying it (per-edge outputs of a GMN).
         """
         if edge_attr.shape[0] != self.num_edges:
             raise ValueError(
                 f"edge_attr has {edge_attr.shape[0]} rows, the graph has {self.num_edges} edges"
             )
-        values = edge_attr[: self.num_params]
+        values = self._entries(edge_attr, 0, tied)
         if values.dim() == 2 and values.shape[1] == 1:
             values = values[:, 0]
         trailing = tuple(values.shape[1:])
@@ -319,7 +379,12 @@ def batch_graphs(
     return Batch.from_data_list([g.encode(*p) for g, p in zip(graphs, params)])
 
 
-def unbatch_edges(graphs: list[ParameterGraph], edge_out: Tensor) -> list[dict[str, Tensor]]:
-    """Split a batched per-edge output ``[sum E_i, C]`` back into one dict per graph."""
+def unbatch_edges(
+    graphs: list[ParameterGraph], edge_out: Tensor, tied: str = "first"
+) -> list[dict[str, Tensor]]:
+    """Split a batched per-edge output ``[sum E_i, C]`` back into one dict per graph.
+
+    ``tied`` as in :meth:`ParameterGraph.decode`.
+    """
     sizes = [g.num_edges for g in graphs]
-    return [g.decode(None, e) for g, e in zip(graphs, torch.split(edge_out, sizes))]
+    return [g.decode(None, e, tied) for g, e in zip(graphs, torch.split(edge_out, sizes))]

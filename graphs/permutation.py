@@ -4,6 +4,12 @@ A permutation of the graph's nodes that maps every edge to an edge of the same t
 position (an automorphism) is a permutation symmetry of the network: parameters moved along
 it compute the same function. These helpers build such permutations and move parameter
 dicts (or any parameter-shaped outputs) along them; tests use them to check equivariance.
+
+A tensor used more than once (tied weights) is one set of entries sitting on several edges:
+a permutation is a symmetry only if it moves every edge of an entry onto edges of one
+entry, which :func:`edge_permutation` checks. :func:`permute_state_dict` also moves the
+buffers that follow neurons (BatchNorm running statistics), so a trained network in eval
+mode keeps its function.
 """
 
 from __future__ import annotations
@@ -118,6 +124,32 @@ def edge_permutation(pg: ParameterGraph, sigma: Tensor, strict: bool = True) -> 
     check = found if strict else found[: pg.num_params]
     if not bool(check.all()):
         raise ValueError("the node permutation is not an automorphism of the parameter graph")
+    if strict and pg.num_tied:
+        p, t = pg.num_params, pg.num_tied
+        entry = _entry_of_edge(pg)
+        lands = entry[target[:p]]
+        if not bool((entry[target[p : p + t]] == lands[pg.tied_index.to(target.device)]).all()):
+            raise ValueError(
+                "the node permutation moves the uses of a tied tensor differently: not a "
+                "symmetry of the network"
+            )
+    return target
+
+
+def _entry_of_edge(pg: ParameterGraph) -> Tensor:
+    """``[E]``: the parameter entry each edge carries (-1 for fixed structural edges)."""
+    entry = torch.full((pg.num_edges,), -1, dtype=torch.long)
+    entry[: pg.num_params] = torch.arange(pg.num_params)
+    entry[pg.num_params : pg.num_params + pg.num_tied] = pg.tied_index.cpu()
+    return entry.to(pg.device)
+
+
+def entry_permutation(pg: ParameterGraph, sigma: Tensor, strict: bool = True) -> Tensor:
+    """Where each parameter entry goes under ``sigma``: ``[P]`` entry ids (see
+    :func:`edge_permutation`; an entry of a tied tensor may land on a further use's edge)."""
+    target = _entry_of_edge(pg)[edge_permutation(pg, sigma, strict)[: pg.num_params]]
+    if bool((target < 0).any()) or torch.unique(target).numel() != pg.num_params:
+        raise ValueError("the node permutation does not move parameter entries onto entries")
     return target
 
 
@@ -126,9 +158,10 @@ def permute_parameters(
 ) -> dict[str, Tensor]:
     """Move a parameter-shaped dict along the node permutation ``sigma``.
 
-    Extra trailing dimensions (channels) are carried along.
+    Extra trailing dimensions (channels) are carried along. Buffers (BatchNorm running
+    statistics) are not moved: use :func:`permute_state_dict` for a whole trained network.
     """
-    target = edge_permutation(pg, sigma, strict)[: pg.num_params]
+    target = entry_permutation(pg, sigma, strict)
     flat = torch.cat([params[n].reshape(k, -1) for n, k in zip(pg.param_names, pg.param_numels)])
     out = torch.empty_like(flat)
     out[target] = flat
@@ -138,3 +171,37 @@ def permute_parameters(
         n: p.reshape(*shape, *trailing)
         for n, shape, p in zip(pg.param_names, pg.param_shapes, pieces)
     }
+
+
+def permute_state_dict(
+    pg: ParameterGraph, state: Mapping[str, Tensor], sigma: Tensor, strict: bool = True
+) -> dict[str, Tensor]:
+    """Move a module's ``state_dict()`` along ``sigma``: parameters and neuron-following buffers.
+
+    Parameters move as in :func:`permute_parameters` (a tied tensor's other names, in
+    ``pg.param_aliases``, get the same values); each buffer in ``pg.buffer_nodes`` (BatchNorm
+    ``running_mean`` / ``running_var``) moves with the nodes its entries follow; everything
+    else (``num_batches_tracked``, unknown buffers) is kept. Loading the result into the
+    module leaves its function unchanged (in eval mode, for batch statistics) whenever
+    ``sigma`` is an automorphism.
+    """
+    out = dict(state)
+    aliases = {canon: alias for alias, canon in pg.param_aliases.items()}
+    params = {n: state[n] if n in state else state[aliases[n]] for n in pg.param_names}
+    moved = permute_parameters(pg, params, sigma, strict)
+    out.update({n: moved[n] for n in pg.param_names if n in state})
+    out.update({a: moved[c] for a, c in pg.param_aliases.items() if a in state})
+    for name, ids in pg.buffer_nodes.items():
+        if name not in state:
+            continue
+        ids = ids.cpu()
+        where = torch.full((pg.num_nodes,), -1, dtype=torch.long)
+        where[ids] = torch.arange(ids.numel())
+        dest = where[sigma.cpu()[ids]]
+        if bool((dest < 0).any()):
+            raise ValueError(f"the node permutation moves the nodes of buffer '{name}' elsewhere")
+        value = state[name]
+        new = torch.empty_like(value)
+        new[dest.to(value.device)] = value
+        out[name] = new
+    return out

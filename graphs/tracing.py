@@ -9,7 +9,11 @@ nodes of their own, and activations / pooling are recorded as node features.
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import operator
+import os
+import re
 from typing import Any
 
 import torch
@@ -18,7 +22,12 @@ from torch import fx, nn
 
 from graphs.builder import FLAT, SEQ, SPATIAL, UNKNOWN, GraphBuilder, Group, ParamRef
 from graphs.converters import find_converter, has_converter, parameter_tokens
-from graphs.errors import GraphConstructionError, UnsupportedModuleError, UntraceableModuleError
+from graphs.errors import (
+    GraphConstructionError,
+    ShapeOperationError,
+    UnsupportedModuleError,
+    UntraceableModuleError,
+)
 from graphs.features import Activation, EdgeType, activation_kind
 
 
@@ -28,17 +37,17 @@ class _Meta:
 
 _META = _Meta()
 
-# Calls that keep the feature axis where it is.
+# Calls that keep the feature axis where it is (shape operations, which move or split it,
+# are in _SHAPE_OPS below).
 _PASS_METHODS = {
-    "contiguous", "clone", "detach", "to", "float", "double", "half", "type_as", "unsqueeze",
-    "squeeze", "expand", "expand_as", "repeat", "transpose", "permute", "neg", "abs", "pow",
-    "sqrt", "exp", "clamp", "clip", "masked_fill", "softmax", "log_softmax", "relu", "tanh",
-    "sigmoid", "sin", "cos", "__getitem__", "narrow", "chunk", "split",
+    "contiguous", "clone", "detach", "to", "float", "double", "half", "type_as", "expand",
+    "expand_as", "repeat", "neg", "abs", "pow", "sqrt", "exp", "clamp", "clip", "masked_fill",
+    "softmax", "log_softmax", "relu", "tanh", "sigmoid", "sin", "cos",
 }
 _PASS_FUNCTIONS = {
     F.dropout, F.dropout1d, F.dropout2d, torch.clone, torch.neg, torch.abs, torch.exp,
-    torch.cos, torch.clamp, torch.squeeze, torch.unsqueeze, torch.transpose, torch.permute,
-    F.normalize, torch.nn.functional.pad, torch.pow, torch.sqrt, torch.square,
+    torch.cos, torch.clamp, F.normalize, torch.nn.functional.pad, torch.pow, torch.sqrt,
+    torch.square,
 }
 _PASS_MODULES = (
     nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Identity, nn.AlphaDropout, nn.Hardtanh,
@@ -53,9 +62,12 @@ class _LeafTracer(fx.Tracer):
         return has_converter(m) or super().is_leaf_module(m, qualname)
 
 
-def trace(module: nn.Module) -> fx.GraphModule:
+def trace(module: nn.Module, stack_traces: bool = False) -> fx.GraphModule:
+    """``stack_traces``: record each node's source line (slower; used to explain errors)."""
+    tracer = _LeafTracer()
+    tracer.record_stack_traces = stack_traces
     try:
-        graph = _LeafTracer().trace(module)
+        graph = tracer.trace(module)
     except Exception as err:  # fx raises TraceError, TypeError, ... for dynamic modules
         raise UntraceableModuleError(
             f"torch.fx could not trace {type(module).__name__}: {err}. The parameter graph "
@@ -80,6 +92,125 @@ def _feature_dim(group: Group, dim: int) -> bool:
     return dim in (1, -1)
 
 
+# -- axis bookkeeping --------------------------------------------------------------------
+# Each traced Group knows its rank (``ndim``, None if unknown) and which axis carries its
+# neurons (``axis``: from the front when >= 0, from the end when < 0). A shape operation is
+# a function of (rank, axis); when the rank is unknown it is evaluated for a few ranks and
+# accepted only if every one gives the same answer (else: a refusal, never a guess).
+
+_TRANSPOSES = {"transpose", "swapaxes", "swapdims"}
+_MOVES = {"movedim", "moveaxis"}
+_SPLITS = {"chunk", "split", "unbind", "tensor_split", "split_with_sizes"}
+_REDUCTIONS = {"mean", "sum", "amax", "max", "amin", "min", "logsumexp", "prod", "std", "var",
+               "norm"}
+_SHAPE_OPS = (_TRANSPOSES | _MOVES | _SPLITS | _REDUCTIONS | {
+    "permute", "flatten", "view", "reshape", "unflatten", "squeeze", "unsqueeze", "narrow",
+    "__getitem__", "getitem"})
+_LINEAR_ALGEBRA = {"matmul", "mm", "bmm", "einsum", "__matmul__", "baddbmm", "addmm", "linear",
+                   "bilinear", "tensordot", "outer", "cross", "roll", "flip", "cumsum",
+                   "cumprod", "sort", "gather", "scatter", "index_select", "take_along_dim",
+                   "flatten_parameters", "channel_shuffle", "pixel_shuffle", "pixel_unshuffle",
+                   "unfold", "fold"}
+# Layers and the axis they read: the last one, or axis 1 (channels).
+_READS_LAST = (nn.Linear, nn.LayerNorm, nn.MultiheadAttention, nn.TransformerEncoderLayer,
+               nn.TransformerEncoder)
+_READS_CHANNELS = (nn.modules.conv._ConvNd, nn.modules.batchnorm._NormBase, nn.GroupNorm)
+_REFUSED_MODULES = (nn.ChannelShuffle, nn.PixelShuffle, nn.PixelUnshuffle, nn.Fold, nn.Unfold,
+                    nn.Unflatten)
+
+
+class _Refuse(Exception):
+    """Raised by an axis rule; the walker turns it into a ShapeOperationError."""
+
+
+class _Same:
+    """The pieces of a split along a non-neuron axis: every piece is the same group."""
+
+    def __init__(self, group: Group):
+        self.group = group
+
+    def __getitem__(self, index):
+        return self.group
+
+
+def _axes(g: Group) -> tuple[int | None, int]:
+    """``(rank or None, neuron axis)``; the axis is >= 0 whenever the rank is known."""
+    if g.axis is not None:
+        return g.ndim, g.axis if g.ndim is None or g.axis >= 0 else g.axis + g.ndim
+    if g.layout == SPATIAL:
+        return g.ndim, 1
+    n = g.ndim if g.ndim is not None else 3 if g.layout == SEQ else None
+    return n, -1 if n is None else n - 1
+
+
+def _norm(d: Any, n: int, what: str = "dimension") -> int:
+    if not isinstance(d, int) or isinstance(d, bool):
+        raise _Refuse(f"the {what} {d!r} is not a constant integer")
+    if not -n <= d < n:
+        raise _Refuse(f"{what} {d} is out of range for a tensor of rank {n}")
+    return d % n
+
+
+def _dims(value: Any) -> list:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, tuple | list) else [value]
+
+
+def _need(dims, a: int) -> int:
+    """The smallest rank for which ``dims`` and the axis ``a`` make sense."""
+    need = a + 1 if a >= 0 else -a
+    for d in dims:
+        if isinstance(d, int):
+            need = max(need, d + 1 if d >= 0 else -d)
+    return max(need, 2)
+
+
+def _split_sizes(name: str, total: int, arg: Any) -> list[int]:
+    if name == "chunk":
+        if not isinstance(arg, int) or arg < 1:
+            raise _Refuse(f"chunk count {arg!r} is not a constant")
+        size = -(-total // arg)
+        arg = size
+    if isinstance(arg, int):
+        return [arg] * (total // arg) + ([total % arg] if total % arg else [])
+    if isinstance(arg, tuple | list) and all(isinstance(s, int) for s in arg):
+        if sum(arg) != total:
+            raise _Refuse(f"split sizes {list(arg)} do not add up to the {total} neurons")
+        return list(arg)
+    raise _Refuse(f"split sizes {arg!r} are not constants")
+
+
+def _index_entries(index: Any, n: int) -> list:
+    """``x[index]`` as one entry per old dimension (None entries insert an axis)."""
+    entries = list(index) if isinstance(index, tuple) else [index]
+    if any(isinstance(e, Group | ParamRef) for e in entries):
+        raise _Refuse("indexing by an activation (data-dependent selection)")
+    used = sum(e is not None and e is not Ellipsis for e in entries)
+    if sum(e is Ellipsis for e in entries) > 1 or used > n:
+        raise _Refuse(f"index {index!r} does not fit a tensor of rank {n}")
+    if Ellipsis in entries:
+        i = entries.index(Ellipsis)
+        return entries[:i] + [slice(None)] * (n - used) + entries[i + 1:]
+    return entries + [slice(None)] * (n - used)
+
+
+def _op_name(node: fx.Node) -> str:
+    t = node.target
+    return t if isinstance(t, str) else getattr(t, "__name__", str(t))
+
+
+def _where(node: fx.Node) -> tuple[str, str]:
+    """The module path a node was traced in, and its source line (when recorded)."""
+    stack = node.meta.get("nn_module_stack") or {}
+    path = next(reversed(stack)) if stack else ""
+    lines = [ln.strip() for ln in (node.stack_trace or "").strip().splitlines()]
+    frames = [(ln, nxt) for ln, nxt in zip(lines, lines[1:] + [""]) if ln.startswith("File ")]
+    user = [f for f in frames if f"{os.sep}torch{os.sep}" not in f[0]]  # innermost user frame
+    line = ": ".join(p for p in user[-1] if p) if user else ""
+    return path, line
+
+
 class _Walker:
     def __init__(self, gm: fx.GraphModule, root: nn.Module):
         self.gm = gm
@@ -87,6 +218,8 @@ class _Walker:
         self.b = GraphBuilder()
         self.params = dict(gm.named_parameters())
         self.env: dict[fx.Node, Any] = {}
+        self.movers: dict[int, tuple[fx.Node, str]] = {}  # id(group) -> op that moved its axis
+        self.env_keep: list[Group] = []
 
     # -- helpers ---------------------------------------------------------
     def value(self, arg: Any) -> Any:
@@ -101,18 +234,373 @@ class _Walker:
         return UnsupportedModuleError(path, [ref.name], f"the parameter is used by {what}",
                                       _type_name(self.root, path))
 
-    def flatten(self, g: Group, start_dim: int) -> Group:
-        if start_dim == 0:
+    # -- axis bookkeeping ------------------------------------------------
+    def refuse(self, node: fx.Node, op: str, reason: str) -> ShapeOperationError:
+        path, line = _where(node)
+        return ShapeOperationError(op, path, f"{reason} [fx node '{node.name}']", line)
+
+    def relayout(self, x: Group, n: int | None, a: int, node: fx.Node | None = None,
+                 **changes) -> Group:
+        """``x`` with rank ``n`` and neuron axis ``a``; ``node`` marks an op that moved it."""
+        layout = x.layout
+        if n is not None:
+            a = a + n if a < 0 else a
+            if a == 1:
+                layout = FLAT if n == 2 else SPATIAL
+            elif a == n - 1:
+                layout = SEQ
+        elif a == -1 and layout == SPATIAL:
+            layout = FLAT
+        out = dataclasses.replace(x, layout=layout, ndim=n, axis=a, **changes)
+        mover = (node, _op_name(node)) if node is not None else self.movers.get(id(x))
+        if mover is not None:
+            self.movers[id(out)] = mover
+            self.env_keep.append(out)  # ids of live objects only
+        return out
+
+    def apply(self, node: fx.Node, op: str, x: Group, fn, dims=()) -> tuple:
+        """Run the axis rule ``fn(rank, axis) -> (rank, axis, extra)`` on ``x``.
+
+        With an unknown rank the rule runs for three ranks; the answer must not depend on it.
+        """
+        n, a = _axes(x)
+        try:
+            if n is not None:
+                return fn(n, a)
+            outs, errs = [], []
+            base = _need(dims, a)
+            for nh in range(base, base + 3):
+                try:
+                    n2, a2, extra = fn(nh, a if a >= 0 else a + nh)
+                except _Refuse as err:
+                    errs.append(err)
+                    continue
+                outs.append((n2, a2, a2 - n2, extra))
+            if errs and not outs:
+                raise errs[0]
+            if not errs and all(o[3] == outs[0][3] for o in outs):
+                if all(o[:2] == outs[0][:2] for o in outs):
+                    return outs[0][0], outs[0][1], outs[0][3]
+                for k in (1, 2):  # the axis, from the front or from the end
+                    if all(o[k] == outs[0][k] for o in outs):
+                        return None, outs[0][k], outs[0][3]
+            side = "from the end" if a < 0 else "from the front"
+            raise _Refuse(
+                f"the rank of this tensor is unknown (its neurons are axis {a}, counted {side}), "
+                "so whether this moves, splits or merges the neuron axis depends on it (the "
+                "rank of the network input is not known to the tracer); start the network "
+                "with a layer of known rank (a convolution) or use negative dims"
+            )
+        except _Refuse as err:
+            raise self.refuse(node, op, str(err)) from None
+
+    def check_read(self, node: fx.Node, m: nn.Module, args) -> None:
+        """A layer must read the axis its input's neurons are on."""
+        for g in self.groups(args):
+            if g.ids is None:
+                continue
+            n, a = _axes(g)
+            if isinstance(m, _READS_LAST):
+                want, ok = "its last axis", a == n - 1 if n is not None else a == -1 or a >= 0
+            elif isinstance(m, _READS_CHANNELS):
+                want, ok = "axis 1 (channels)", a == 1 if n is not None else a in (1, -1)
+            else:
+                want, ok = "axis 1 or the last axis", n is None or a in (1, n - 1)
+            if ok:
+                continue
+            layer = f"{type(m).__name__} '{node.target}' reads {want}"
+            where = f"axis {a} of a rank-{n} tensor" if n is not None else f"axis {a}"
+            reason = (
+                f"{layer}, but the neurons of the tensor it reads are on {where}: that layer "
+                "would mix positions, not neurons (token mixing, as in MLP-Mixer, is not "
+                "supported), and two axes must never be confused"
+            )
+            mover = self.movers.get(id(g))
+            if mover is not None:
+                raise self.refuse(mover[0], mover[1], f"moves the neuron axis; {reason}")
+            raise self.refuse(node, type(m).__name__, reason)
+
+    def fix_output(self, m: nn.Module, args, out: Any) -> Any:
+        """Give a converter's output group its rank and neuron axis."""
+        first = out[0] if isinstance(out, tuple) and out else out
+        inputs = self.groups(args)
+        if not isinstance(first, Group) or first.ids is None or not inputs:
+            return out
+        n, a = _axes(inputs[0])
+        if isinstance(m, _READS_LAST):
+            fixed = self.relayout(first, n, -1 if n is None else n - 1)
+        elif isinstance(m, nn.modules.conv._ConvNd):
+            fixed = self.relayout(first, 2 + len(m.kernel_size), 1)
+        elif isinstance(m, _READS_CHANNELS) and inputs[0].ids is not None:
+            fixed = self.relayout(first, n, a)
+        else:
+            return out
+        return (fixed, *out[1:]) if isinstance(out, tuple) else fixed
+
+    def aligned(self, node: fx.Node, name: str, a: Group, b: Group) -> None:
+        """Broadcasting pairs axes from the end: both neuron axes must coincide."""
+        if a.ids is None or b.ids is None:
+            return
+        ends = []
+        for g in (a, b):
+            n, ax = _axes(g)
+            ends.append(ax - n if n is not None else ax if ax < 0 else None)
+        if None not in ends and ends[0] != ends[1]:
+            raise self.refuse(
+                node, name, f"combines two tensors whose neurons are on different axes "
+                f"({ends[0]} and {ends[1]}, from the end): broadcasting would pair neurons "
+                "of one with positions of the other"
+            )
+
+    def flatten(self, node: fx.Node | None, g: Group, start: Any, end: Any = -1) -> Group:
+        if start == 0:
             raise GraphConstructionError("flattening the batch dimension is not supported")
-        if g.layout == SPATIAL:
-            if start_dim == 1:
-                return Group(g.ids, FLAT, "interleave")
-            return g  # flatten(2): spatial dims merge, channels stay at dim 1
-        if g.layout == SEQ and start_dim == 1:
-            return Group(g.ids, FLAT, "tile")
         if g.ids is None:  # the network input, flattened: its features are input nodes
-            return Group(None, FLAT, "interleave", g.input_key)
-        return g
+            return Group(None, FLAT, "interleave", g.input_key) if end == -1 else g
+
+        def fn(n, a):
+            s, e = _norm(start, n), _norm(end, n)
+            if s == 0:
+                raise _Refuse("flattening the batch dimension is not supported")
+            if s > e:
+                raise _Refuse(f"start_dim {start} is after end_dim {end}")
+            merged = n - (e - s)
+            if a < s:
+                return merged, a, None
+            if a > e:
+                return merged, a - (e - s), None
+            if s == e:
+                return merged, a, None
+            if a == s:
+                return merged, s, "interleave"
+            if a == e:
+                return merged, s, "tile"
+            raise _Refuse("the neuron axis would sit in the middle of the flattened axes")
+
+        if node is None:  # nn.Flatten inside call_module passes its node below
+            raise AssertionError("flatten needs its fx node")
+        n, a, rep = self.apply(node, "flatten", g, fn, (start, end))
+        if rep is not None and g.repeat is not None and g.repeat != rep:
+            raise self.refuse(node, "flatten", "flattens an already flattened tensor another way")
+        return self.relayout(g, n, a, repeat=rep or g.repeat)
+
+    def shape_op(self, node: fx.Node, name: str, x: Group, args, kwargs) -> Any:
+        """Transform the axis labels of ``x`` through one shape operation."""
+
+        def arg(i, key, default=None):
+            return kwargs.get(key, args[i] if len(args) > i else default)
+
+        if name in _TRANSPOSES:
+            if x.ids is None:
+                return x
+            d0, d1 = arg(1, "dim0"), arg(2, "dim1")
+
+            def fn(n, a):
+                i, j = _norm(d0, n), _norm(d1, n)
+                return n, j if a == i else i if a == j else a, None
+
+            n, a, _ = self.apply(node, name, x, fn, (d0, d1))
+            return self.relayout(x, n, a, node)
+        if name in ("permute", *_MOVES):
+            if x.ids is None:
+                return x
+            if name == "permute":
+                dims = list(args[1:]) if len(args) > 1 else _dims(kwargs.get("dims"))
+                if len(dims) == 1 and isinstance(dims[0], tuple | list):
+                    dims = list(dims[0])
+                src, dst = list(range(len(dims))), dims  # output axis i is input axis dims[i]
+            else:
+                src, dst = _dims(arg(1, "source")), _dims(arg(2, "destination"))
+
+            def fn(n, a):
+                if name == "permute":
+                    if len(dims) != n:
+                        raise _Refuse(f"permute of {len(dims)} axes on a rank-{n} tensor")
+                    return n, [_norm(d, n) for d in dims].index(a), None
+                s, d = [_norm(v, n) for v in src], [_norm(v, n) for v in dst]
+                order = [None] * n
+                for si, di in zip(s, d):
+                    order[di] = si
+                rest = iter(i for i in range(n) if i not in s)
+                return n, [o if o is not None else next(rest) for o in order].index(a), None
+
+            n, a, _ = self.apply(node, name, x, fn, src + dst if name != "permute" else dims)
+            return self.relayout(x, n, a, node)
+        if name == "flatten":
+            return self.flatten(node, x, arg(1, "start_dim", 0), arg(2, "end_dim", -1))
+        if name in ("view", "reshape"):
+            shape = list(args[1:]) if len(args) > 1 else _dims(kwargs.get("shape"))
+            if len(shape) == 1 and isinstance(shape[0], tuple | list):
+                shape = list(shape[0])
+            if len(shape) == 2 and isinstance(shape[1], int) and shape[1] == -1:
+                return self.flatten(node, x, 1, -1)
+            if x.ids is None:
+                return x  # the network input reshaped: the layer reading it makes its nodes
+            n, a = _axes(x)
+            last = a == n - 1 if n is not None else a == -1
+            ones = 0  # trailing size-1 axes ([B, C] -> [B, C, 1, 1]) do not move the neurons
+            while ones < len(shape) - 1 and isinstance(shape[-1 - ones], int) \
+                    and shape[-1 - ones] == 1 and x.ids.numel() != 1:
+                ones += 1
+            size = shape[-1 - ones] if shape else None
+            if last and x.repeat is None and isinstance(size, int) and size == x.ids.numel():
+                return self.relayout(x, len(shape), len(shape) - 1 - ones)
+            raise self.refuse(
+                node, name, "the tracer follows a reshape only when the neurons are on the "
+                "last axis and stay there whole (x.view(B, -1) flattens); splitting neurons "
+                "into heads or groups needs a converter for the module that does it"
+            )
+        if x.ids is None:  # the network input: only splits can confuse its features
+            if name in _SPLITS and arg(2 if name != "unbind" else 1, "dim", 0) != 0:
+                raise self.refuse(node, name, "splits the network input before any layer "
+                                  "reads it (its neurons are not known yet)")
+            if name in ("max", "min") and arg(1, "dim") is not None:
+                return x, _META
+            return _Same(x) if name in _SPLITS else x
+        if name == "unflatten":
+            dim, sizes = arg(1, "dim"), _dims(arg(2, "sizes"))
+
+            def fn(n, a):
+                d = _norm(dim, n)
+                if d == a:
+                    raise _Refuse("it splits the neuron axis (e.g. into heads); register a "
+                                  "converter for the module that does this")
+                return n + len(sizes) - 1, a + len(sizes) - 1 if d < a else a, None
+
+            n, a, _ = self.apply(node, name, x, fn, (dim,))
+            return self.relayout(x, n, a)
+        if name == "squeeze":
+            dim = arg(1, "dim")
+            if dim is None:
+                n, a = _axes(x)
+                if a == -1 or (n is not None and a == n - 1):
+                    return self.relayout(x, None, -1)
+                raise self.refuse(node, name, "squeeze() without a dim may remove any size-1 "
+                                  "axis; use flatten(1) or squeeze(dim)")
+
+            def fn(n, a):
+                ds = sorted({_norm(d, n) for d in _dims(dim)})
+                if a in ds:
+                    raise _Refuse("it removes the neuron axis")
+                return n - len(ds), a - sum(d < a for d in ds), None
+
+            n, a, _ = self.apply(node, name, x, fn, _dims(dim))
+            return self.relayout(x, n, a)
+        if name == "unsqueeze":
+            dim = arg(1, "dim")
+
+            def fn(n, a):
+                d = _norm(dim, n + 1)
+                return n + 1, a + 1 if d <= a else a, None
+
+            n, a, _ = self.apply(node, name, x, fn, (dim,))
+            return self.relayout(x, n, a)
+        if name == "narrow" or name in _SPLITS:
+            key = 1 if name == "unbind" else 2
+            dim = arg(key if name != "narrow" else 1, "dim", 0)
+
+            def fn(n, a):
+                d = _norm(dim, n)
+                if name == "unbind":
+                    if d == a:
+                        raise _Refuse("unbind along the neuron axis gives one tensor per neuron")
+                    return n - 1, a - (d < a), None
+                return n, a, d == a
+
+            n, a, hit = self.apply(node, name, x, fn, (dim,))
+            if name == "unbind":
+                return _Same(self.relayout(x, n, a))
+            if not hit:
+                return _Same(x) if name in _SPLITS else x
+            if x.repeat is not None:
+                raise self.refuse(node, name, "splits the neuron axis of a flattened tensor")
+            total = x.ids.numel()
+            try:
+                if name == "narrow":
+                    start, length = arg(2, "start"), arg(3, "length")
+                    if not isinstance(start, int) or not isinstance(length, int):
+                        raise _Refuse("narrow bounds are not constants")
+                    start = start % total if start < 0 else start
+                    return self.relayout(x, n, a, ids=x.ids[start:start + length])
+                if name == "tensor_split":
+                    raise _Refuse("tensor_split along the neuron axis is not supported")
+                keys = ("chunks", "split_size", "split_size_or_sections", "split_sizes")
+                spec = args[1] if len(args) > 1 else next(kwargs[k] for k in keys if k in kwargs)
+                sizes = _split_sizes(name, total, spec)
+            except _Refuse as err:
+                raise self.refuse(node, name, str(err)) from None
+            offsets = [sum(sizes[:i]) for i in range(len(sizes))]
+            return tuple(self.relayout(x, n, a, ids=x.ids[o:o + s])
+                         for o, s in zip(offsets, sizes))
+        if name in ("__getitem__", "getitem"):
+            index = args[1]
+
+            def fn(n, a):
+                q, a2, hit, adv = 0, None, None, []
+                for p, e in enumerate(_index_entries(index, n)):
+                    if e is None:
+                        q += 1
+                        continue
+                    if isinstance(e, int) and not isinstance(e, bool):
+                        if p == a:
+                            raise _Refuse("an integer index on the neuron axis selects a "
+                                          "single neuron")
+                        continue
+                    if p == a:
+                        if not isinstance(e, slice):
+                            raise _Refuse("advanced indexing on the neuron axis")
+                        a2 = q
+                        hit = None if e == slice(None) else (e.start, e.stop, e.step)
+                    elif not isinstance(e, slice):
+                        adv.append("before" if p < a else "after")
+                    q += 1
+                if len(adv) > 1:
+                    raise _Refuse("several advanced indices (they may move axes)")
+                return q, a2, (hit, tuple(adv))
+
+            n, a, (hit, adv) = self.apply(node, "__getitem__", x, fn)
+            if adv:  # an index tensor of unknown rank: only one side of the axis is sure
+                a, n = (a - n if adv[0] == "before" and n is not None else a), None
+            if hit is None:
+                return self.relayout(x, n, a)
+            if x.repeat is not None or not all(v is None or isinstance(v, int) for v in hit):
+                raise self.refuse(node, "__getitem__", "slices the neuron axis of a flattened "
+                                  "tensor, or with bounds that are not constants")
+            if hit[2] is not None and hit[2] < 1:
+                raise self.refuse(node, "__getitem__", "a negative slice step")
+            return self.relayout(x, n, a, ids=x.ids[slice(*hit)])
+        if name in _REDUCTIONS:
+            dim = kwargs.get("dim", args[2] if len(args) > 2 else None) if name == "norm" \
+                else arg(1, "dim")
+            keepdim = kwargs.get("keepdim", False)
+            if dim is None:
+                return _META  # reduced over everything: a statistic, not neurons
+            if name in ("max", "min") and isinstance(dim, Group):  # torch.max(a, b)
+                return self.combine((x, dim), EdgeType.PRODUCT, node, name)
+
+            def fn(n, a):
+                ds = sorted({_norm(d, n) for d in _dims(dim)})
+                if a in ds:
+                    return n, a, "stat"
+                if keepdim:
+                    return n, a, None
+                return n - len(ds), a - sum(d < a for d in ds), None
+
+            n, a, stat = self.apply(node, name, x, fn, _dims(dim))
+            out = _META if stat else self.relayout(x, n, a)
+            return (out, _META) if name in ("max", "min") else out
+        raise AssertionError(name)
+
+    def check_pool(self, node: fx.Node, name: str, x: Group) -> None:
+        """Pooling and resizing act on the last k axes; the neurons must not be among them."""
+        match = re.search(r"(\d)d$", name)
+        if match is None or "pool" not in name.lower() or x.ids is None:
+            return
+        k = int(match.group(1))
+        n, a = _axes(x)
+        if (n is not None and a >= n - k) or (n is None and a < 0 and -a <= k):
+            raise self.refuse(node, name, f"pools over the last {k} axes, and the neurons are "
+                              "among them")
 
     # -- node kinds ------------------------------------------------------
     def call_module(self, node: fx.Node) -> Any:
@@ -121,7 +609,16 @@ class _Walker:
         kwargs = self.value(node.kwargs)
         converter = find_converter(m)
         if converter is not None:
-            return converter(self.b, m, node.target, *args, **kwargs)
+            try:
+                inspect.signature(converter).bind(self.b, m, node.target, *args, **kwargs)
+            except TypeError as err:
+                raise GraphConstructionError(
+                    f"submodule '{node.target}' ({type(m).__name__}) is called with arguments "
+                    f"its parameter-graph converter does not take ({err}); positional "
+                    f"{len(args)}, keywords {sorted(kwargs)}"
+                ) from err
+            self.check_read(node, m, list(args) + list(kwargs.values()))
+            return self.fix_output(m, args, converter(self.b, m, node.target, *args, **kwargs))
         names = [f"{node.target}.{n}" for n, _ in m.named_parameters()]
         if names:
             raise UnsupportedModuleError(node.target, names, module_type=type(m).__name__)
@@ -129,7 +626,11 @@ class _Walker:
         if not isinstance(x, Group):
             return _META
         if isinstance(m, nn.Flatten):
-            return self.flatten(x, m.start_dim)
+            return self.flatten(node, x, m.start_dim, m.end_dim)
+        if isinstance(m, _REFUSED_MODULES) and x.ids is not None:
+            raise self.refuse(node, type(m).__name__, "moves neurons across axes (channels into "
+                              "space, shuffles or unflattens them); not supported")
+        self.check_pool(node, type(m).__name__, x)
         kind = activation_kind(m)
         if kind != Activation.OTHER:
             self.b.set_activation(x, kind)
@@ -148,16 +649,19 @@ class _Walker:
         tensors = flat_args[0] if name in ("cat", "concat", "stack") else None
 
         if name in ("cat", "concat", "stack"):
-            return self.concat(list(tensors), kwargs.get("dim", args[1] if len(args) > 1 else 0))
+            dim = kwargs.get("dim", args[1] if len(args) > 1 else 0)
+            return self.concat(node, name, list(tensors), dim)
         if target in (operator.getitem,) and not isinstance(args[0], Group | ParamRef):
             container = args[0]
+            if isinstance(container, _Same):
+                return container.group
             return container[args[1]] if isinstance(container, tuple | list) else _META
         if name in ("size", "dim", "numel") or target in (getattr, len):
             return _META
         if name in ("add", "iadd", "sub", "isub", "__add__", "__sub__", "radd", "rsub"):
-            return self.combine(args, EdgeType.RESIDUAL)
+            return self.combine(args, EdgeType.RESIDUAL, node, name)
         if name in ("mul", "imul", "__mul__", "rmul", "truediv", "div", "__truediv__"):
-            return self.combine(args, EdgeType.PRODUCT)
+            return self.combine(args, EdgeType.PRODUCT, node, name)
         if refs:
             if name in ("expand", "expand_as", "repeat", "to", "type_as", "contiguous"):
                 return args[0]
@@ -166,32 +670,14 @@ class _Walker:
         if not groups:
             return _META
         x = args[0] if isinstance(args[0], Group) else groups[0]
-        if name == "flatten":
-            start = kwargs.get("start_dim", args[1] if len(args) > 1 else 0)
-            return self.flatten(x, start)
-        if name in ("view", "reshape"):
-            shape = args[1:] if len(args) > 1 else kwargs.get("shape", ())
-            if len(shape) == 1 and isinstance(shape[0], tuple | list):
-                shape = shape[0]
-            if len(shape) == 2 and shape[1] == -1:
-                return self.flatten(x, 1)
-            return x
-        if name in ("mean", "sum", "amax", "max", "amin", "logsumexp"):
-            dim = kwargs.get("dim", args[1] if len(args) > 1 else None)
-            dims = tuple(dim) if isinstance(dim, tuple | list) else (dim,)
-            if x.layout == SPATIAL and all(isinstance(d, int) and d not in (0, 1) for d in dims):
-                return Group(x.ids, FLAT)
-            if x.layout == SEQ and dims in ((1,), (-2,)):
-                return Group(x.ids, FLAT)
-            return x
-        if name == "__getitem__" or target is operator.getitem:
-            index = args[1]
-            if x.layout == SEQ and isinstance(index, tuple) and len(index) == 2:
-                if isinstance(index[1], int):  # x[:, 0]: one token, features last
-                    return Group(x.ids, FLAT)
-            return x
-        if name in ("transpose", "permute") and x.layout == SPATIAL:
-            return Group(x.ids, SEQ)  # [B, C, N] -> [B, N, C] (patch embeddings)
+        if (name in _SHAPE_OPS or target is operator.getitem) and args and x is args[0]:
+            return self.shape_op(node, "__getitem__" if target is operator.getitem else name,
+                                 x, args, kwargs)
+        self.check_pool(node, name, x)
+        if name in _LINEAR_ALGEBRA:
+            raise self.refuse(node, name, "mixes or reorders neurons in a way the parameter "
+                              "graph does not follow; register a converter for the module "
+                              "that contains it")
         kind = activation_kind(name) if method else activation_kind(target)
         if kind not in (Activation.NONE, Activation.OTHER):
             self.b.set_activation(x, kind)
@@ -205,18 +691,21 @@ class _Walker:
             )
         return x
 
-    def combine(self, args, etype: EdgeType) -> Any:
+    def combine(self, args, etype: EdgeType, node: fx.Node, name: str) -> Any:
         a, b = args[0], args[1] if len(args) > 1 else None
         if isinstance(a, Group) and isinstance(b, Group):
-            return self.b.merge(a, b, etype)
+            self.aligned(node, name, a, b)
+            like = a if _axes(a)[0] is not None or b.ids is None else b
+            return self.relayout(self.b.merge(a, b, etype), *_axes(like))
         if isinstance(a, ParamRef) or isinstance(b, ParamRef):
             ref, other = (a, b) if isinstance(a, ParamRef) else (b, a)
             if etype == EdgeType.RESIDUAL and isinstance(other, Group):
-                return parameter_tokens(self.b, ref.name, ref.tensor, other, "position")
+                out = parameter_tokens(self.b, ref.name, ref.tensor, other, "position")
+                return self.relayout(out, *_axes(other)) if other.ids is not None else out
             raise self.unsupported_param(ref, "an elementwise product")
         return a if isinstance(a, Group) else b if isinstance(b, Group) else _META
 
-    def concat(self, values: list, dim: int) -> Any:
+    def concat(self, node: fx.Node, name: str, values: list, dim: int) -> Any:
         groups = self.groups(values)
         refs = [v for v in values if isinstance(v, ParamRef)]
         if not groups:
@@ -225,21 +714,44 @@ class _Walker:
             return _META
         x = groups[0]
         if refs:  # learned tokens joining a sequence
+            axes = _axes(x)
             for ref in refs:
                 x = parameter_tokens(self.b, ref.name, ref.tensor, x, "token")
-            return x
-        if _feature_dim(x, dim):
+            return self.relayout(x, *axes) if groups[0].ids is not None else x
+        for g in groups[1:]:
+            self.aligned(node, name, x, g)
+        if x.ids is None:
+            hit, n, a = _feature_dim(x, dim), None, -1
+        else:
+            def fn(n, a):
+                d = _norm(dim, n + 1 if name == "stack" else n)
+                if name == "stack":
+                    return n + 1, a + 1 if d <= a else a, False
+                return n, a, d == a
+
+            n, a, hit = self.apply(node, name, x, fn, (dim,))
+        if hit and name != "stack":
             if any(g.ids is None or g.repeat for g in groups):
                 raise GraphConstructionError("cannot concatenate inputs of unknown size")
-            return Group(torch.cat([g.ids for g in groups]), x.layout)
+            return self.relayout(x, n, a, ids=torch.cat([g.ids for g in groups]))
         for g in groups[1:]:  # concatenation along batch / sequence / space: same neurons
             x = self.b.merge(x, g)
-        return x
+        return self.relayout(x, n, a) if groups[0].ids is not None else x
+
+    def placeholder(self, node: fx.Node) -> Any:
+        """Each tensor input of forward is a network input of its own (``input_key`` = its
+        index); its input nodes appear when a layer first reads it. An argument whose default
+        is a non-tensor constant (a flag, a scale) is not an activation."""
+        default = node.args[0] if node.args else None
+        if default is not None and not isinstance(default, torch.Tensor):
+            return _META
+        key = sum(1 for n in self.env if n.op == "placeholder")
+        return Group(None, UNKNOWN, input_key=key)
 
     def run(self) -> GraphBuilder:
         for node in self.gm.graph.nodes:
             if node.op == "placeholder":
-                self.env[node] = Group(None, UNKNOWN, input_key=0) if not self.env else _META
+                self.env[node] = self.placeholder(node)
             elif node.op == "get_attr":
                 obj = self.gm
                 for part in node.target.split("."):
@@ -268,7 +780,10 @@ def build(module: nn.Module) -> GraphBuilder:
         out = converter(b, module, "", Group(None, UNKNOWN, input_key=0))
         b.mark_output(out[0] if isinstance(out, tuple) else out)
     else:
-        b = _Walker(trace(module), module).run()
+        try:
+            b = _Walker(trace(module), module).run()
+        except ShapeOperationError:  # trace again, recording source lines for the message
+            b = _Walker(trace(module, stack_traces=True), module).run()
     missing = [n for n, _ in module.named_parameters() if not b.covered(n)]
     if missing:
         path = missing[0].rpartition(".")[0]

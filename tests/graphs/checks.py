@@ -14,6 +14,7 @@ def assert_round_trip(model: nn.Module) -> ParameterGraph:
     params = dict(model.named_parameters())
     assert set(pg.param_names) == set(params)
     assert pg.num_params == sum(p.numel() for p in params.values())
+    assert pg.num_tied == 0 or pg.tied_index.max() < pg.num_params
     data = pg.encode(params)
     assert data.edge_attr.shape == (pg.num_edges, 1) and data.x.shape == (pg.num_nodes, 1)
     back = pg.decode(data.x, data.edge_attr)
@@ -23,7 +24,10 @@ def assert_round_trip(model: nn.Module) -> ParameterGraph:
         assert torch.equal(back[name], value), name
     # x and edge_attr hold parameter values and nothing else
     assert torch.count_nonzero(data.x) == 0
-    assert torch.count_nonzero(data.edge_attr[pg.num_params :]) == 0
+    # (and the further uses of a tied tensor repeat its entries)
+    p, t = pg.num_params, pg.num_tied
+    assert torch.equal(data.edge_attr[p : p + t], data.edge_attr[pg.tied_index])
+    assert torch.count_nonzero(data.edge_attr[p + t :]) == 0
     return pg
 
 
