@@ -181,7 +181,12 @@ class GraphBuilder:
         if group.ids is None:
             raise GraphConstructionError("the module's output does not depend on any parameter")
         if group.repeat is not None:
-            raise GraphConstructionError("the module's output is a flattened activation")
+            raise GraphConstructionError(
+                "the module's output is a flattened activation (flatten / view(B, -1) of a "
+                "[B, C, *spatial] or [B, T, D] tensor): how many positions each neuron spans "
+                "is decided by the layer that reads it, and no layer reads it; end the network "
+                "with a layer after the flatten, or reduce the other axes away (x.mean((2, 3)))"
+            )
         self._outputs.append(group.ids)
 
     def resolve(self, group: Group, n: int, what: str) -> tuple[Tensor, Tensor | None]:

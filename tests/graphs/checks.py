@@ -38,4 +38,12 @@ def assert_well_formed(pg: ParameterGraph) -> None:
     assert bool((degree > 0).all()), "isolated nodes"
     # every parameter edge is unique by (src, dst, type, position)
     key = torch.cat([pg.edge_index.T, pg.edge_feat[:, [0, 2]].long()], 1)
-    assert torch.unique(key, dim=0).shape[0] == pg.num_edges
+    key = key - key.amin(0)
+    radix = key.amax(0) + 1
+    if float(radix.double().prod()) < 2**62:  # one int64 per edge: 1-D unique is fast
+        flat = torch.zeros(pg.num_edges, dtype=torch.long)
+        for column, r in zip(key.T, radix.tolist()):
+            flat = flat * r + column
+        assert torch.unique(flat).numel() == pg.num_edges
+    else:
+        assert torch.unique(key, dim=0).shape[0] == pg.num_edges
