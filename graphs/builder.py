@@ -58,10 +58,17 @@ class Group:
 
 @dataclass(frozen=True)
 class ParamRef:
-    """A bare ``nn.Parameter`` met in the traced graph (cls tokens, positional embeddings)."""
+    """A bare ``nn.Parameter`` met in the traced graph (cls tokens, positional embeddings,
+    per-channel gains). ``shape``: its shape after order-keeping reshapes in the trace
+    (``view(1, -1, 1, 1)``, ``[:, None, None]``); ``None``: the tensor's own."""
 
     name: str
     tensor: Tensor
+    shape: tuple[int, ...] | None = None
+
+    @property
+    def seen_shape(self) -> tuple[int, ...]:
+        return tuple(self.tensor.shape) if self.shape is None else self.shape
 
 
 @dataclass

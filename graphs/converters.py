@@ -78,6 +78,29 @@ def _affine(b: GraphBuilder, path: str, weight, bias, dst: Tensor) -> None:
         b.vector(b.add_param(_join(path, "bias"), bias), node, dst, EdgeType.NORM_BETA)
 
 
+def named_affine(b: GraphBuilder, weight: tuple[str, Tensor] | None,
+                 bias: tuple[str, Tensor] | None, dst: Tensor) -> None:
+    """A scale and a shift per neuron held by bare parameters (``F.layer_norm(x, s, w, b)``,
+    a layer scale ``x * gamma``): encoded exactly as a normalization layer's affine."""
+    b.next_layer()
+    if weight is not None:
+        node = b.new_nodes(1, NodeType.NORM_GAMMA)
+        b.vector(b.add_param(*weight), node, dst, EdgeType.NORM_GAMMA)
+    if bias is not None:
+        node = b.new_nodes(1, NodeType.NORM_BETA)
+        b.vector(b.add_param(*bias), node, dst, EdgeType.NORM_BETA)
+
+
+def shared_gain(b: GraphBuilder, name: str, param: Tensor, dst: Tensor) -> None:
+    """A single scale multiplying every neuron of ``dst``: its gamma node feeds a shared node
+    tied to all of them (as a single-slope PReLU), so it follows no one channel."""
+    b.next_layer()
+    gamma = b.new_nodes(1, NodeType.NORM_GAMMA)
+    shared = b.new_nodes(1, NodeType.ACT_SHARED)
+    b.vector(b.add_param(name, param), gamma, shared, EdgeType.NORM_GAMMA)
+    b.fixed_edges(shared.expand(dst.numel()), dst, EdgeType.ACT_MEMBER)
+
+
 @register_converter(nn.Linear)
 def linear(b: GraphBuilder, m: nn.Linear, path: str, x: Group, etype=EdgeType.LINEAR) -> Group:
     b.next_layer()

@@ -350,7 +350,7 @@ class ParameterGraph:
         trailing = tuple(values.shape[1:])
         pieces = torch.split(values, self.param_numels)
         return {
-            name: piece.reshape(*shape, *trailing)
+            name: piece.reshape((*shape, *trailing))
             for name, shape, piece in zip(self.param_names, self.param_shapes, pieces)
         }
 

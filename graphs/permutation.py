@@ -168,7 +168,7 @@ def permute_parameters(
     trailing = params[pg.param_names[0]].shape[len(pg.param_shapes[0]):]
     pieces = torch.split(out, pg.param_numels)
     return {
-        n: p.reshape(*shape, *trailing)
+        n: p.reshape((*shape, *trailing))
         for n, shape, p in zip(pg.param_names, pg.param_shapes, pieces)
     }
 

@@ -4,7 +4,10 @@ Leaf modules with parameters go to their converter. Everything between leaves de
 neuron groups connect: residual ``+`` and elementwise ``*`` tie two groups, ``flatten`` /
 ``view(B, -1)`` turn channels into repeated features, ``cat`` along the feature axis joins
 groups, learned tokens and positional embeddings held as bare ``nn.Parameter`` s become
-nodes of their own, and activations / pooling are recorded as node features.
+nodes of their own, a bare parameter multiplying a tensor whose neurons it lines up with
+(layer scale, ``x * gamma.view(1, -1, 1, 1)``) is a per-channel gain, LayerNorm subclasses with
+a ``forward`` of their own (``LayerNorm2d``) are traced through to their ``F.layer_norm``, and
+activations / pooling are recorded as node features.
 """
 
 from __future__ import annotations
@@ -21,7 +24,13 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from graphs.builder import FLAT, SEQ, SPATIAL, UNKNOWN, GraphBuilder, Group, ParamRef
-from graphs.converters import find_converter, has_converter, parameter_tokens
+from graphs.converters import (
+    find_converter,
+    has_converter,
+    named_affine,
+    parameter_tokens,
+    shared_gain,
+)
 from graphs.errors import (
     GraphConstructionError,
     ShapeOperationError,
@@ -59,7 +68,16 @@ class _LeafTracer(fx.Tracer):
     """torch.fx's tracer, treating every module with a registered converter as a leaf."""
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        if _own_layer_norm(m):
+            return False  # traced through: its forward decides which axis it normalizes
         return has_converter(m) or super().is_leaf_module(m, qualname)
+
+
+def _own_layer_norm(m: nn.Module) -> bool:
+    """A LayerNorm subclass with a forward of its own (``LayerNorm2d``: permute, layer_norm,
+    permute back) and no converter of its own."""
+    return (isinstance(m, nn.LayerNorm) and type(m).forward is not nn.LayerNorm.forward
+            and find_converter(m) is find_converter(nn.LayerNorm(1)))
 
 
 def trace(module: nn.Module, stack_traces: bool = False) -> fx.GraphModule:
@@ -106,6 +124,9 @@ _REDUCTIONS = {"mean", "sum", "amax", "max", "amin", "min", "logsumexp", "prod",
 _SHAPE_OPS = (_TRANSPOSES | _MOVES | _SPLITS | _REDUCTIONS | {
     "permute", "flatten", "view", "reshape", "unflatten", "squeeze", "unsqueeze", "narrow",
     "__getitem__", "getitem"})
+# Reshapes of a bare parameter that keep the order of its entries (a gain viewed as [C, 1, 1])
+_PARAM_VIEWS = {"view", "reshape", "unsqueeze", "squeeze", "flatten", "getitem", "__getitem__"}
+_GAIN_PRODUCTS = {"mul", "imul", "__mul__", "rmul"}
 _LINEAR_ALGEBRA = {"matmul", "mm", "bmm", "einsum", "__matmul__", "baddbmm", "addmm", "linear",
                    "bilinear", "tensordot", "outer", "cross", "roll", "flip", "cumsum",
                    "cumprod", "sort", "gather", "scatter", "index_select", "take_along_dim",
@@ -662,9 +683,14 @@ class _Walker:
             return self.combine(args, EdgeType.RESIDUAL, node, name)
         if name in ("mul", "imul", "__mul__", "rmul", "truediv", "div", "__truediv__"):
             return self.combine(args, EdgeType.PRODUCT, node, name)
+        if name == "layer_norm" and args and isinstance(args[0], Group):
+            return self.layer_norm(node, args, kwargs)
         if refs:
-            if name in ("expand", "expand_as", "repeat", "to", "type_as", "contiguous"):
+            if name in ("expand", "expand_as", "repeat", "to", "type_as", "contiguous", "float",
+                        "double", "half"):
                 return args[0]
+            if name in _PARAM_VIEWS and args and isinstance(args[0], ParamRef):
+                return self.param_view(args[0], name, args[1:], kwargs)
             raise self.unsupported_param(refs[0], f"'{name}'")
         groups = self.groups(flat_args)
         if not groups:
@@ -699,11 +725,102 @@ class _Walker:
             return self.relayout(self.b.merge(a, b, etype), *_axes(like))
         if isinstance(a, ParamRef) or isinstance(b, ParamRef):
             ref, other = (a, b) if isinstance(a, ParamRef) else (b, a)
+            if name in _GAIN_PRODUCTS and isinstance(other, Group):
+                return self.gain(node, name, ref, other)
+            if ref.shape is not None and ref.shape != tuple(ref.tensor.shape):
+                raise self.unsupported_param(ref, f"'{name}' after a reshape")
             if etype == EdgeType.RESIDUAL and isinstance(other, Group):
                 out = parameter_tokens(self.b, ref.name, ref.tensor, other, "position")
                 return self.relayout(out, *_axes(other)) if other.ids is not None else out
             raise self.unsupported_param(ref, "an elementwise product")
         return a if isinstance(a, Group) else b if isinstance(b, Group) else _META
+
+    def param_view(self, ref: ParamRef, name: str, rest, kwargs) -> ParamRef:
+        """``p.view(...)``, ``p[:, None, None]``: the same entries in the same order, seen with
+        another shape (run on an index tensor: anything that selects or reorders is refused)."""
+        if any(isinstance(v, Group | ParamRef | _Meta) for v in [*rest, *kwargs.values()]):
+            raise self.unsupported_param(ref, f"'{name}' with a shape that is not constant")
+        numel = ref.tensor.numel()
+        index = torch.arange(numel).reshape(ref.seen_shape)
+        try:
+            if name in ("getitem", "__getitem__"):
+                out = index[rest[0]]
+            else:
+                out = getattr(index, name)(*rest, **kwargs)
+        except Exception as err:  # noqa: BLE001 - an index the tensor does not take
+            raise self.unsupported_param(ref, f"'{name}' ({err})") from None
+        if out.numel() != numel or not torch.equal(out.flatten(), torch.arange(numel)):
+            raise self.unsupported_param(ref, f"'{name}', which selects or reorders its entries")
+        return ParamRef(ref.name, ref.tensor, tuple(out.shape))
+
+    def gain(self, node: fx.Node, name: str, ref: ParamRef, x: Group) -> Group:
+        """``x * p``: a per-neuron gain (``p`` with one axis of size C, lined up with the
+        neurons of ``x`` under broadcasting), or one scale shared by every neuron."""
+        shape = ref.seen_shape
+        what = f"'{name}' by parameter '{ref.name}' of shape {list(shape)}"
+        if x.ids is None:
+            raise GraphConstructionError(
+                f"{what} multiplies the network input before any layer reads it: its neuron "
+                "axis is not known yet"
+            )
+        if x.repeat is not None:
+            raise self.refuse(node, name, f"{what} scales a flattened activation")
+        n, a = _axes(x)
+        end = a - n if n is not None else a if a < 0 else None
+        out_n = max(n, len(shape)) if n is not None else None
+        if ref.tensor.numel() == 1:
+            shared_gain(self.b, ref.name, ref.tensor, x.ids)
+            return self.relayout(x, out_n, end + out_n if out_n is not None else a)
+        axes = [i - len(shape) for i, s in enumerate(shape) if s != 1]
+        if len(axes) != 1:
+            raise self.refuse(node, name, f"{what}: only a per-channel gain (one axis of size "
+                              "> 1) or a single scale is supported")
+        if end is None or axes[0] != end:
+            where = f"axis {end} from the end" if end is not None else "an axis counted from " \
+                "the front of a tensor of unknown rank"
+            raise self.refuse(node, name, f"{what}: its entries lie along axis {axes[0]} from "
+                              f"the end and the neurons along {where}; broadcasting would "
+                              "scale positions, not neurons")
+        if shape[axes[0]] != x.ids.numel():
+            raise self.refuse(node, name, f"{what}: {shape[axes[0]]} gains for "
+                              f"{x.ids.numel()} neurons")
+        named_affine(self.b, (ref.name, ref.tensor), None, x.ids)
+        return self.relayout(x, out_n, end + out_n if out_n is not None else a)
+
+    def layer_norm(self, node: fx.Node, args, kwargs) -> Group:
+        """``F.layer_norm(x, shape, weight, bias)``: normalizes the last ``len(shape)`` axes;
+        the neurons must be exactly those (one axis, the last)."""
+        x = args[0]
+
+        def arg(i, key):
+            return kwargs.get(key, args[i] if len(args) > i else None)
+
+        shape, weight, bias = _dims(arg(1, "normalized_shape")), arg(2, "weight"), arg(3, "bias")
+        if len(shape) != 1 or not isinstance(shape[0], int):
+            raise self.refuse(node, "layer_norm", f"normalizes over {shape}: only one axis, "
+                              "the neurons', is supported")
+        n, a = _axes(x)
+        if x.ids is not None and not (a == n - 1 if n is not None else a == -1):
+            where = f"axis {a} of a rank-{n} tensor" if n is not None else f"axis {a}"
+            reason = (f"layer_norm normalizes the last axis, but the neurons are on {where}: "
+                      "it would mix positions, not neurons")
+            mover = self.movers.get(id(x))
+            if mover is not None:
+                raise self.refuse(mover[0], mover[1], f"moves the neuron axis; {reason}")
+            raise self.refuse(node, "layer_norm", reason)
+        params = [v for v in (weight, bias) if v is not None]
+        if any(not isinstance(v, ParamRef) or v.shape not in (None, tuple(v.tensor.shape))
+               for v in params):
+            raise GraphConstructionError(
+                f"layer_norm [fx node '{node.name}'] takes a weight or bias that is not a bare "
+                "parameter; register a converter for the module that contains it"
+            )
+        if not params:
+            return x
+        g = self.b.materialize(x, shape[0], f"layer_norm [fx node '{node.name}']")
+        named_affine(self.b, (weight.name, weight.tensor) if weight is not None else None,
+                     (bias.name, bias.tensor) if bias is not None else None, g.ids)
+        return self.relayout(x, *_axes(x), ids=g.ids) if x.ids is None else x
 
     def concat(self, node: fx.Node, name: str, values: list, dim: int) -> Any:
         groups = self.groups(values)
@@ -714,6 +831,9 @@ class _Walker:
             return _META
         x = groups[0]
         if refs:  # learned tokens joining a sequence
+            for ref in refs:
+                if ref.shape is not None and ref.shape != tuple(ref.tensor.shape):
+                    raise self.unsupported_param(ref, f"'{name}' after a reshape")
             axes = _axes(x)
             for ref in refs:
                 x = parameter_tokens(self.b, ref.name, ref.tensor, x, "token")
