@@ -42,6 +42,7 @@ __all__ = [
     "LearnedOptimizer",
     "checkpoint_files",
     "learned_optimizer_from",
+    "learned_optimizer_from_files",
     "load_learned_optimizer",
     "save_learned_optimizer",
     "SHIPPED",
@@ -140,10 +141,25 @@ def _read(folder) -> tuple[str, dict, dict[str, Tensor]]:
             f"{folder} is not a learned-optimizer checkpoint: expected {CONFIG_FILE} and "
             f"{WEIGHTS_FILE} (written by python -m lopt.meta_train --out {folder})"
         )
-    blobs = read_checkpoint(folder, (CONFIG_FILE, WEIGHTS_FILE))
-    config = parse_json(blobs[CONFIG_FILE].decode(), str(folder / CONFIG_FILE))
-    tensors = parse_tensors(blobs[WEIGHTS_FILE], str(folder / WEIGHTS_FILE))
-    return str(folder), config, tensors
+    return (str(folder), *_parse_files(read_checkpoint(folder, (CONFIG_FILE, WEIGHTS_FILE)),
+                                       folder))
+
+
+def _parse_files(blobs: dict[str, bytes], folder: Path) -> tuple[dict, dict[str, Tensor]]:
+    """``(config, tensors)`` from the contents of ``lopt.json`` and ``lopt.safetensors``."""
+    return (parse_json(blobs[CONFIG_FILE].decode(), str(folder / CONFIG_FILE)),
+            parse_tensors(blobs[WEIGHTS_FILE], str(folder / WEIGHTS_FILE)))
+
+
+def learned_optimizer_from_files(blobs: dict[str, bytes], folder: str | os.PathLike,
+                                 device: torch.device | str | None = None) -> LearnedOptimizer:
+    """The learned optimizer of checkpoint file contents already read from ``folder`` (as
+    meta-training's rank 0 reads and broadcasts them); see :func:`load_learned_optimizer`."""
+    try:
+        config, tensors = _parse_files(blobs, Path(folder))
+    except PersistenceError as err:
+        raise CheckpointError(str(err)) from None
+    return learned_optimizer_from(str(folder), config, tensors, device)
 
 
 def _parse_config(config: dict, where: str) -> tuple[str, dict, UpdateConfig]:

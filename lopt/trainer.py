@@ -40,8 +40,6 @@ from common import cli
 from common.errors import ConfigError
 from common.persistence import (
     PersistenceError,
-    parse_json,
-    parse_tensors,
     prepare_output,
     read_json,
     recover_checkpoint,
@@ -49,12 +47,10 @@ from common.persistence import (
     write_figure,
     write_json,
 )
-from graphs.params import flatten
+from graphs.params import flatten, numel
 from lopt.checkpoint import (
-    CONFIG_FILE,
-    WEIGHTS_FILE,
     LearnedOptimizer,
-    learned_optimizer_from,
+    learned_optimizer_from_files,
     load_learned_optimizer,
 )
 from lopt.distributed import Group, GroupError, init_group
@@ -220,8 +216,7 @@ def truncated_step(cfg: MetaTrainConfig, estimator: Estimator, lopt: LearnedOpti
             resets[slot] += 1
             runs[slot] = new_run(cfg, source, lopt.update, slot, resets[slot], device)
     if total is None:  # a rank without slots
-        total = torch.zeros(sum(v.numel() for d in meta.values() for v in d.values()),
-                            device=device)
+        total = torch.zeros(numel(meta), device=device)
     return loss_sum, total
 
 
@@ -359,7 +354,7 @@ def _meta_train(cfg: MetaTrainConfig, group: Group, progress: bool) -> LearnedOp
     source = TaskSource(cfg.task, cfg.valid_split == "resample")
     if found is not None:
         state = RunState.restore(found, str(folder), cfg.tasks_per_step)
-        lopt = _lopt_from_files(found, folder, device)
+        lopt = learned_optimizer_from_files(found, folder, device)
     else:
         state = None
         lopt = _initial_lopt(cfg, device)
@@ -432,13 +427,6 @@ def _reduce(group: Group, outer: OuterLearner, local: torch.Tensor, loss_sum: fl
     flags = reduced[n + 1:].view(2, group.world)
     bad_ranks = [r for r in range(group.world) if flags[0, r] > 0]
     return reduced[:n] / slots, float(reduced[n]) / slots, bad_ranks, float(flags[1].max())
-
-
-def _lopt_from_files(found: dict, folder: Path, device) -> LearnedOptimizer:
-    """The learned optimizer of a checkpoint's files (as read on rank 0 and broadcast)."""
-    config = parse_json(found[CONFIG_FILE].decode(), str(folder / CONFIG_FILE))
-    tensors = parse_tensors(found[WEIGHTS_FILE], str(folder / WEIGHTS_FILE))
-    return learned_optimizer_from(str(folder), config, tensors, device)
 
 
 def _checkpoint(group: Group, cfg: MetaTrainConfig, lopt: LearnedOptimizer, outer: OuterLearner,
