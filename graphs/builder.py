@@ -41,7 +41,9 @@ class Group:
 
     ``ndim`` (the tensor's rank, ``None`` if unknown) and ``axis`` (which axis holds the
     neurons: counted from the front when ``>= 0``, from the end when ``< 0``; ``None``: the
-    layout's usual place) are the tracer's axis bookkeeping (``graphs.tracing``).
+    layout's usual place) are the tracer's axis bookkeeping (``graphs.tracing``). A group
+    whose neurons lie along several axes (queries split into heads) holds ``lab`` instead
+    (:mod:`graphs.labels`).
     """
 
     ids: Tensor | None
@@ -50,21 +52,30 @@ class Group:
     input_key: int | None = None  # which network input a pending group stands for
     ndim: int | None = None
     axis: int | None = None
+    lab: Tensor | None = None  # a factored group's labels (graphs.labels); ids = lab.flatten()
 
     @property
     def pending(self) -> bool:
         return self.ids is None
+
+    @property
+    def factored(self) -> bool:
+        """Neurons along several axes (heads x head dimensions): see :mod:`graphs.labels`."""
+        return self.lab is not None
 
 
 @dataclass(frozen=True)
 class ParamRef:
     """A bare ``nn.Parameter`` met in the traced graph (cls tokens, positional embeddings,
     per-channel gains). ``shape``: its shape after order-keeping reshapes in the trace
-    (``view(1, -1, 1, 1)``, ``[:, None, None]``); ``None``: the tensor's own."""
+    (``view(1, -1, 1, 1)``, ``[:, None, None]``); ``None``: the tensor's own. ``index``: for
+    a table read by indexing (a relative-position bias table), the flat id of the entry at
+    each place of the seen tensor."""
 
     name: str
     tensor: Tensor
     shape: tuple[int, ...] | None = None
+    index: Tensor | None = None  # entries gathered (a table read by index): flat entry ids
 
     @property
     def seen_shape(self) -> tuple[int, ...]:
@@ -97,7 +108,10 @@ class _Chunk:
         elif self.kind == "explicit":
             src.copy_(self.src)
             dst.copy_(self.dst)
-            pos.zero_()
+            if self.src_pos is not None:
+                pos.copy_(self.src_pos)
+            else:
+                pos.zero_()
         elif self.transposed:  # weight [I, O]: entry (i, o) = edge src[i] -> dst[o]
             n_in, n_out = self.src.numel(), self.dst.numel()
             src.view(n_in, n_out).copy_(self.src[:, None].expand(n_in, n_out))
@@ -156,6 +170,7 @@ class GraphBuilder:
         self._aux: list[_Chunk] = []
         self.node_groups: dict[str, Tensor] = {}
         self._act_updates: list[tuple[Tensor, int]] = []
+        self._pins: list[tuple[Tensor, Tensor]] = []
         self._outputs: list[Tensor] = []
         self._inputs: dict[int | None, tuple[Tensor, str | None]] = {}
 
@@ -176,12 +191,22 @@ class GraphBuilder:
         self.num_nodes += n
         return ids
 
+    def node_type(self, ids: Tensor) -> Tensor:
+        """The node type of each of ``ids`` (nodes created so far)."""
+        return torch.cat(self._node_feats)[ids, 0]
+
     def neurons(self, n: int) -> Tensor:
         return self.new_nodes(n, NodeType.HIDDEN)
 
     def set_activation(self, group: Group, act: Activation) -> None:
         if group.ids is not None and act != Activation.NONE:
             self._act_updates.append((group.ids, int(act)))
+
+    def pin(self, ids: Tensor, positions: Tensor) -> None:
+        """Neurons a constant treats differently (a rotary table varying along head
+        dimensions): each gets a position feature, so no automorphism can exchange two of
+        them with different positions."""
+        self._pins.append((ids, positions.to(torch.int32)))
 
     def mark_output(self, group: Group) -> None:
         """The network's output neurons: their order is fixed, so they get positions."""
@@ -285,9 +310,10 @@ class GraphBuilder:
         """
         self.buffers.setdefault(name, ids)
 
-    def covered(self, name: str) -> bool:
-        """Whether a parameter was used under ``name`` (any of a tied tensor's names)."""
-        return name in self._param_index
+    def covered(self, name: str, tensor: Tensor | None = None) -> bool:
+        """Whether a parameter was used under ``name`` (any of a tied tensor's names) or,
+        given, the ``tensor`` itself (a module reached under another path)."""
+        return name in self._param_index or (tensor is not None and id(tensor) in self._by_tensor)
 
     def dense(
         self,
@@ -321,9 +347,11 @@ class GraphBuilder:
         """Edges ``src_node -> dst[j]`` for a vector parameter (bias, norm scale/shift)."""
         rec.chunks.append(_Chunk(dst.numel(), int(etype), self.layer, "vector", src_node, dst))
 
-    def fixed_edges(self, src: Tensor, dst: Tensor, etype: EdgeType) -> None:
+    def fixed_edges(self, src: Tensor, dst: Tensor, etype: EdgeType,
+                    pos: Tensor | None = None) -> None:
         """Structural edges that carry no parameter (value 0 in every channel)."""
-        self._aux.append(_Chunk(src.numel(), int(etype), self.layer, "explicit", src, dst))
+        self._aux.append(_Chunk(src.numel(), int(etype), self.layer, "explicit", src, dst,
+                                src_pos=pos))
 
     def merge(self, a: Group, b: Group, etype: EdgeType = EdgeType.RESIDUAL) -> Group:
         """Two neuron groups combined elementwise (``a + b``, ``a * b``).
@@ -386,6 +414,8 @@ class GraphBuilder:
         node_feat = torch.cat(self._node_feats) if self._node_feats else empty
         for ids, act in self._act_updates:
             node_feat[ids, 3] = act
+        for ids, positions in self._pins:
+            node_feat[ids, 2] = positions
         for ids in self._outputs:
             node_feat[ids, 0] = int(NodeType.OUTPUT)
             node_feat[ids, 2] = torch.arange(1, ids.numel() + 1, dtype=torch.int32)

@@ -4,9 +4,9 @@ Nodes carry ``(type, layer, position, activation)``; edges carry ``(type, layer,
 Positions are 1-based for neurons whose order is fixed (network inputs and outputs, tokens,
 sequence positions) and 0 for interchangeable ones (hidden neurons of a layer share one), so
 the features themselves never break a true permutation symmetry. Edge positions hold the
-kernel offset of a convolution weight, or the spatial / sequence offset of a weight that
-reads a flattened activation. :func:`activation_kind` says which :class:`Activation` a
-module, function or method name is.
+kernel offset of a convolution weight, the spatial / sequence offset of a weight that
+reads a flattened activation, or the gate (and direction) of a recurrent layer's weight.
+:func:`activation_kind` says which :class:`Activation` a module, function or method name is.
 """
 
 from __future__ import annotations
@@ -56,6 +56,13 @@ class EdgeType(IntEnum):
     CONV_TRANSPOSE = 17  # a transposed convolution's weight (kernel position as for CONV)
     ACT_SLOPE = 18  # a PReLU slope: to its channel, or (one slope) to the shared node
     ACT_MEMBER = 19  # fixed: a single-slope PReLU's shared node -> the channels it scales
+    # recurrent layers (RNN / LSTM / GRU): the position is the gate, 1 ... G forward and
+    # G + 1 ... 2G reverse (their input biases are BIAS edges with that position)
+    RNN_INPUT = 20  # weight_ih: input -> hidden unit
+    RNN_HIDDEN = 21  # weight_hh: a unit's output at t - 1 -> hidden unit (self-loops too)
+    RNN_HIDDEN_BIAS = 22  # bias_hh: the recurrent term's bias (inside GRU's reset product)
+    RNN_PROJ = 23  # LSTM weight_hr: cell unit -> projected unit
+    COPY = 24  # fixed: a neuron -> its copy in a concatenation repeating it (position: copy)
 
 
 class Activation(IntEnum):

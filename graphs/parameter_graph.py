@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from einops import rearrange, repeat
@@ -62,14 +63,21 @@ class ParameterGraph:
 
     # ------------------------------------------------------------ building
     @classmethod
-    def from_module(cls, module: nn.Module) -> ParameterGraph:
-        """Trace ``module`` with ``torch.fx`` and build its parameter graph.
+    def from_module(cls, module: nn.Module, example_inputs: Any = None) -> ParameterGraph:
+        """Trace ``module`` and build its parameter graph.
+
+        Without ``example_inputs`` ``forward`` is traced symbolically (``torch.fx``); with
+        them (a tensor, a tuple of arguments, a dict of keyword arguments, or both as
+        ``(args, kwargs)``) it is run once and recorded (:mod:`graphs.recording`): the way
+        for models ``torch.fx`` cannot trace, Hugging Face transformers among them. Only
+        shapes matter: a batch of one and a short sequence are enough.
 
         Raises:
             UnsupportedModuleError: a submodule holds parameters no converter covers.
             UntraceableModuleError: ``forward`` cannot be traced symbolically.
+            ShapeOperationError: an operation moves neurons in a way the tracer cannot follow.
         """
-        b = build(module)
+        b = build(module, example_inputs)
         tensors = b.finalize()
         groups = dict(b.node_groups)
         node_type = tensors["node_feat"][:, 0]

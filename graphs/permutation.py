@@ -205,3 +205,98 @@ def permute_state_dict(
         new[dest.to(value.device)] = value
         out[name] = new
     return out
+
+
+# -- sampling automorphisms ----------------------------------------------------------------
+_MIX = tuple(m - (1 << 64) for m in (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB))
+
+
+def _hash(x: Tensor, salt: int) -> Tensor:
+    """A fixed pseudo-random int64 function of ``x`` (splitmix-style; wrapping arithmetic)."""
+    x = x * _MIX[0] + salt
+    x = (x ^ (x >> 31)) * _MIX[1]
+    x = (x ^ (x >> 29)) * _MIX[2]
+    return x ^ (x >> 32)
+
+
+def _refine(edges: Tensor, colors: Tensor, edge_key: Tensor) -> Tensor:
+    """Colour refinement (1-WL on the typed, directed graph) until the partition is stable.
+    Colours are canonical: two graphs equal up to a node relabelling get equal colours."""
+    src, dst = edges
+    n = colors.numel()
+    count = int(torch.unique(colors).numel())
+    while True:
+        out_sum = torch.zeros(n, dtype=torch.long).index_add_(
+            0, src, _hash(edge_key * 1_000_003 + colors[dst], 1))
+        in_sum = torch.zeros(n, dtype=torch.long).index_add_(
+            0, dst, _hash(edge_key * 1_000_003 + colors[src], 2))
+        sig = torch.stack([colors, out_sum, in_sum], dim=1)
+        colors = torch.unique(sig, dim=0, return_inverse=True)[1]
+        new = int(colors.max()) + 1 if n else 0
+        if new == count:
+            return colors
+        count = new
+
+
+def _structure(pg: ParameterGraph) -> tuple[Tensor, Tensor, Tensor]:
+    """Edges (with links between the uses of a tied tensor), their keys, stable colours."""
+    feats = pg.node_feat.cpu().long()
+    colors = torch.unique(feats, dim=0, return_inverse=True)[1]
+    ef = pg.edge_feat.cpu().long()
+    edges = pg.edge_index.cpu()
+    edge_key = (ef[:, 0] * 1_000 + ef[:, 1]) * 1_000 + ef[:, 2]
+    if pg.num_tied:  # a tied tensor's uses carry one set of entries: link their endpoints
+        p, t = pg.num_params, pg.num_tied
+        first, later = edges[:, pg.tied_index.cpu()], edges[:, p:p + t]
+        edges = torch.cat([edges, torch.stack([first[0], later[0]]),
+                           torch.stack([first[1], later[1]])], dim=1)
+        edge_key = torch.cat([edge_key, torch.full((t,), -1), torch.full((t,), -2)])
+    return edges, edge_key, _refine(edges, colors, edge_key)
+
+
+def structural_colors(pg: ParameterGraph) -> Tensor:
+    """``[N]`` colour refinement of the graph: nodes of different colours are never
+    exchanged by an automorphism (the converse need not hold). Two neurons of one layer with
+    different colours cannot be swapped: the graph says swapping them changes the network."""
+    return _structure(pg)[2]
+
+
+def random_automorphism(pg: ParameterGraph, generator: torch.Generator | None = None,
+                        tries: int = 20) -> Tensor:
+    """A random automorphism ``sigma`` of the graph (node ``i`` goes to ``sigma[i]``).
+
+    Individualisation and refinement: the graph and its image start with the same colour
+    refinement; repeatedly one node of the first non-singleton class is individualised in
+    the graph and a random node of that class in the image, both refined, until every class
+    is a single node; the colours then name the map. A map that is not an automorphism (an
+    unlucky choice in a graph refinement cannot resolve) is discarded and the sampling
+    retried. With parameters moved along it (:func:`permute_state_dict`), the network must
+    compute the same function: the test that a graph admits only true symmetries.
+    """
+    edges, edge_key, base = _structure(pg)
+    for _ in range(tries):
+        a, b = base.clone(), base.clone()
+        ok = True
+        while ok:
+            sizes = torch.bincount(a)
+            classes = torch.nonzero(sizes > 1).flatten()
+            if classes.numel() == 0:
+                break
+            c = int(classes[0])
+            u = int(torch.nonzero(a == c)[0])
+            members = torch.nonzero(b == c).flatten()
+            v = int(members[torch.randint(members.numel(), (1,), generator=generator)])
+            fresh = int(a.max()) + 1
+            a[u], b[v] = fresh, fresh
+            a, b = _refine(edges, a, edge_key), _refine(edges, b, edge_key)
+            ok = torch.equal(torch.bincount(a), torch.bincount(b))
+        if not ok:
+            continue
+        sigma = torch.empty(pg.num_nodes, dtype=torch.long)
+        sigma[torch.argsort(a)] = torch.argsort(b)
+        try:
+            edge_permutation(pg, sigma.to(pg.device))
+        except ValueError:
+            continue
+        return sigma.to(pg.device)
+    raise RuntimeError("no automorphism found: refinement could not resolve the graph")

@@ -21,12 +21,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import fx, nn
+from torch import Tensor, fx, nn
 
 from graphs.builder import FLAT, SEQ, SPATIAL, UNKNOWN, GraphBuilder, Group, ParamRef
 from graphs.converters import (
     find_converter,
-    has_converter,
     named_affine,
     parameter_tokens,
     shared_gain,
@@ -37,7 +36,9 @@ from graphs.errors import (
     UnsupportedModuleError,
     UntraceableModuleError,
 )
-from graphs.features import Activation, EdgeType, activation_kind
+from graphs.features import Activation, EdgeType, NodeType, activation_kind
+from graphs.labels import NO_NEURON, LabelError, compact, group_of, labels
+from graphs.recording import is_leaf, record
 
 
 class _Meta:
@@ -68,16 +69,7 @@ class _LeafTracer(fx.Tracer):
     """torch.fx's tracer, treating every module with a registered converter as a leaf."""
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        if _own_layer_norm(m):
-            return False  # traced through: its forward decides which axis it normalizes
-        return has_converter(m) or super().is_leaf_module(m, qualname)
-
-
-def _own_layer_norm(m: nn.Module) -> bool:
-    """A LayerNorm subclass with a forward of its own (``LayerNorm2d``: permute, layer_norm,
-    permute back) and no converter of its own."""
-    return (isinstance(m, nn.LayerNorm) and type(m).forward is not nn.LayerNorm.forward
-            and find_converter(m) is find_converter(nn.LayerNorm(1)))
+        return is_leaf(m)
 
 
 def trace(module: nn.Module, stack_traces: bool = False) -> fx.GraphModule:
@@ -88,10 +80,11 @@ def trace(module: nn.Module, stack_traces: bool = False) -> fx.GraphModule:
         graph = tracer.trace(module)
     except Exception as err:  # fx raises TraceError, TypeError, ... for dynamic modules
         raise UntraceableModuleError(
-            f"torch.fx could not trace {type(module).__name__}: {err}. The parameter graph "
-            "is derived from a symbolic trace, so forward must not branch on tensor values "
-            "(data-dependent control flow); move such logic out of forward or register a "
-            "converter for the submodule that contains it."
+            f"torch.fx could not trace {type(module).__name__} symbolically: "
+            f"{type(err).__name__}: {err}. Pass example inputs "
+            "(ParameterGraph.from_module(model, example_inputs=...)) to build the graph from "
+            "one run of forward instead, or register a converter for the submodule that "
+            "fails."
         ) from err
     return fx.GraphModule(module, graph)
 
@@ -125,8 +118,9 @@ _SHAPE_OPS = (_TRANSPOSES | _MOVES | _SPLITS | _REDUCTIONS | {
     "permute", "flatten", "view", "reshape", "unflatten", "squeeze", "unsqueeze", "narrow",
     "__getitem__", "getitem"})
 # Reshapes of a bare parameter that keep the order of its entries (a gain viewed as [C, 1, 1])
-_PARAM_VIEWS = {"view", "reshape", "unsqueeze", "squeeze", "flatten", "getitem", "__getitem__"}
-_GAIN_PRODUCTS = {"mul", "imul", "__mul__", "rmul"}
+_PARAM_VIEWS = {"view", "reshape", "unsqueeze", "squeeze", "flatten", "getitem", "__getitem__",
+                "permute", "transpose", "contiguous"}
+_GAIN_PRODUCTS = {"mul", "imul", "__mul__", "rmul", "__rmul__", "__imul__"}
 _LINEAR_ALGEBRA = {"matmul", "mm", "bmm", "einsum", "__matmul__", "baddbmm", "addmm", "linear",
                    "bilinear", "tensordot", "outer", "cross", "roll", "flip", "cumsum",
                    "cumprod", "sort", "gather", "scatter", "index_select", "take_along_dim",
@@ -136,8 +130,31 @@ _LINEAR_ALGEBRA = {"matmul", "mm", "bmm", "einsum", "__matmul__", "baddbmm", "ad
 _READS_LAST = (nn.Linear, nn.LayerNorm, nn.MultiheadAttention, nn.TransformerEncoderLayer,
                nn.TransformerEncoder)
 _READS_CHANNELS = (nn.modules.conv._ConvNd, nn.modules.batchnorm._NormBase, nn.GroupNorm)
+# With recorded shapes these move data without arithmetic: the tracer runs them on the labels
+# (graphs.labels) and reads where the neurons went.
+_DATA_MOVES = {
+    "view", "reshape", "flatten", "unflatten", "transpose", "swapaxes", "swapdims", "t",
+    "permute", "movedim", "moveaxis", "squeeze", "unsqueeze", "expand", "expand_as", "view_as",
+    "reshape_as", "repeat", "__getitem__", "narrow", "chunk", "split", "unbind",
+    "tensor_split", "split_with_sizes", "roll", "flip", "channel_shuffle", "pixel_shuffle",
+    "pixel_unshuffle", "pad", "select", "index_select", "repeat_interleave", "tile",
+}
+_MATMULS = {"matmul", "__matmul__", "bmm"}
+# Elementwise and identity-like calls a factored group may go through unchanged.
+_FACTORED_PASS = {
+    "contiguous", "clone", "to", "float", "double", "half", "bfloat16", "type_as", "type",
+    "dropout", "softmax", "log_softmax", "neg", "__neg__", "masked_fill", "tanh", "sigmoid",
+    "relu", "gelu", "silu", "exp", "clamp", "sqrt", "rsqrt",
+}
 _REFUSED_MODULES = (nn.ChannelShuffle, nn.PixelShuffle, nn.PixelUnshuffle, nn.Fold, nn.Unfold,
                     nn.Unflatten)
+
+
+_SUMS = {"add", "iadd", "sub", "isub", "__add__", "__sub__", "radd", "rsub", "__iadd__",
+         "__isub__", "__radd__", "__rsub__"}
+_PRODUCTS = {"mul", "imul", "__mul__", "rmul", "truediv", "div", "__truediv__", "__imul__",
+             "__rmul__", "__itruediv__", "__rtruediv__", "__div__"}
+_UNHANDLED = object()
 
 
 class _Refuse(Exception):
@@ -233,11 +250,11 @@ def _where(node: fx.Node) -> tuple[str, str]:
 
 
 class _Walker:
-    def __init__(self, gm: fx.GraphModule, root: nn.Module):
-        self.gm = gm
-        self.root = root  # the traced module (gm holds bare copies of non-leaf submodules)
+    def __init__(self, graph: fx.Graph, root: nn.Module, recorded: bool = False):
+        self.graph = graph
+        self.root = root
+        self.recorded = recorded  # real shapes in every node's meta["shape"]
         self.b = GraphBuilder()
-        self.params = dict(gm.named_parameters())
         self.env: dict[fx.Node, Any] = {}
         self.movers: dict[int, tuple[fx.Node, str]] = {}  # id(group) -> op that moved its axis
         self.env_keep: list[Group] = []
@@ -625,10 +642,16 @@ class _Walker:
 
     # -- node kinds ------------------------------------------------------
     def call_module(self, node: fx.Node) -> Any:
-        m = self.gm.get_submodule(node.target)
+        m = self.root.get_submodule(node.target)
         args = self.value(node.args)
         kwargs = self.value(node.kwargs)
         converter = find_converter(m)
+        split = [g for g in self.groups(list(args) + list(kwargs.values())) if g.factored]
+        if split and (converter is not None or not isinstance(m, _PASS_MODULES)
+                      and activation_kind(m) == Activation.OTHER):
+            raise self.refuse(node, type(m).__name__, f"'{node.target}' reads a tensor whose "
+                              "neurons lie along several axes (split into heads); layers must "
+                              "read one neuron axis")
         if converter is not None:
             try:
                 inspect.signature(converter).bind(self.b, m, node.target, *args, **kwargs)
@@ -646,6 +669,13 @@ class _Walker:
         x = args[0] if args else None
         if not isinstance(x, Group):
             return _META
+        if self.recorded and isinstance(m, (nn.Flatten, *_REFUSED_MODULES)) \
+                and x.ids is not None and x.repeat is None:
+            shape = self.shape(node.args[0])
+            try:
+                return group_of(m(labels(x, shape).expand(shape)), x)
+            except LabelError as err:
+                raise self.refuse(node, type(m).__name__, str(err)) from None
         if isinstance(m, nn.Flatten):
             return self.flatten(node, x, m.start_dim, m.end_dim)
         if isinstance(m, _REFUSED_MODULES) and x.ids is not None:
@@ -669,9 +699,6 @@ class _Walker:
         refs = [a for a in flat_args if isinstance(a, ParamRef)]
         tensors = flat_args[0] if name in ("cat", "concat", "stack") else None
 
-        if name in ("cat", "concat", "stack"):
-            dim = kwargs.get("dim", args[1] if len(args) > 1 else 0)
-            return self.concat(node, name, list(tensors), dim)
         if target in (operator.getitem,) and not isinstance(args[0], Group | ParamRef):
             container = args[0]
             if isinstance(container, _Same):
@@ -679,12 +706,21 @@ class _Walker:
             return container[args[1]] if isinstance(container, tuple | list) else _META
         if name in ("size", "dim", "numel") or target in (getattr, len):
             return _META
-        if name in ("add", "iadd", "sub", "isub", "__add__", "__sub__", "radd", "rsub"):
+        if self.recorded:
+            handled = self.recorded_call(node, name, target, method, args, kwargs)
+            if handled is not _UNHANDLED:
+                return handled
+        if name in ("cat", "concat", "stack"):
+            dim = kwargs.get("dim", args[1] if len(args) > 1 else 0)
+            return self.concat(node, name, list(tensors), dim)
+        if name in _SUMS:
             return self.combine(args, EdgeType.RESIDUAL, node, name)
-        if name in ("mul", "imul", "__mul__", "rmul", "truediv", "div", "__truediv__"):
+        if name in _PRODUCTS:
             return self.combine(args, EdgeType.PRODUCT, node, name)
         if name == "layer_norm" and args and isinstance(args[0], Group):
             return self.layer_norm(node, args, kwargs)
+        if name == "linear" and len(refs) == len(flat_args) - 1 and isinstance(args[0], Group):
+            return self.functional_linear(node, args, kwargs)
         if refs:
             if name in ("expand", "expand_as", "repeat", "to", "type_as", "contiguous", "float",
                         "double", "half"):
@@ -717,6 +753,264 @@ class _Walker:
             )
         return x
 
+    # -- recorded runs: real shapes, labels ---------------------------------
+    @staticmethod
+    def shape(arg: Any) -> tuple[int, ...] | None:
+        if isinstance(arg, fx.Node):
+            return arg.meta.get("shape")
+        return tuple(arg.shape) if isinstance(arg, torch.Tensor) else None
+
+    def recorded_call(self, node: fx.Node, name: str, target, method: bool, args, kwargs) -> Any:
+        """Calls a recorded run follows exactly (see :mod:`graphs.labels`); ``_UNHANDLED``
+        leaves the call to the rules shared with symbolic traces."""
+        flat = list(args) + list(kwargs.values())
+        for v in list(flat):
+            if isinstance(v, tuple | list):
+                flat.extend(v)
+        groups = [g for g in self.groups(flat) if g.ids is not None]
+        factored = any(g.factored for g in groups)
+        try:
+            if name == "scaled_dot_product_attention":
+                return self.attention(node, args, kwargs)
+            if name in _MATMULS and groups:
+                return self.matmul(args[0], args[1], self.shape(node.args[0]),
+                                   self.shape(node.args[1]), node.meta.get("shape"))
+            x = args[0] if args else None
+            if isinstance(x, Group) and x.ids is not None and (x.repeat is None or factored):
+                if name in _DATA_MOVES:
+                    return self.moved(node, name, target, method, x, args, kwargs)
+                if name in _REDUCTIONS and factored:
+                    return self.reduced(node, name, x, args, kwargs)
+            if name in _SUMS | _PRODUCTS:
+                return self.elementwise(node, name, args)
+            if name in ("cat", "concat") and not factored and self.joins_neurons(node, args,
+                                                                                  kwargs):
+                return self.moved(node, name, target, method, None, args, kwargs)
+            if not factored:
+                return _UNHANDLED
+            if name in _FACTORED_PASS or name in ("cat", "concat", "stack"):
+                if name in ("cat", "concat", "stack"):
+                    return self.moved(node, name, target, method, None, args, kwargs)
+                kind = activation_kind(name) if method else activation_kind(target)
+                if kind not in (Activation.NONE, Activation.OTHER):
+                    self.b.set_activation(x, kind)
+                return x
+        except LabelError as err:
+            raise self.refuse(node, name, str(err)) from None
+        raise self.refuse(node, name, "reads a tensor whose neurons lie along several axes "
+                          "(split into heads) in a way the tracer does not follow")
+
+    def joins_neurons(self, node: fx.Node, args, kwargs) -> bool:
+        """A concatenation of groups along their neuron axis (the same group several times
+        becomes one group seen several times, each copy at its own position)."""
+        tensors = args[0] if args else kwargs.get("tensors", ())
+        dim = kwargs.get("dim", args[1] if len(args) > 1 else 0)
+        if not tensors or not isinstance(dim, int):
+            return False
+        for t in tensors:
+            if not isinstance(t, Group) or t.ids is None or t.repeat is not None:
+                return False
+            rank, a = _axes(t)
+            if rank is None or dim % rank != a:
+                return False
+        return True
+
+    def moved(self, node: fx.Node, name: str, target, method: bool, x: Group | None, args,
+              kwargs) -> Any:
+        """A data movement, run on the labels."""
+        if name in ("cat", "concat", "stack"):
+            # an empty constant (a key-value cache's first state) adds nothing
+            pairs = [(t, n) for t, n in zip(args[0], node.args[0])
+                     if not (isinstance(t, torch.Tensor) and t.numel() == 0)]
+            if not all(isinstance(t, Group) and t.ids is not None for t, _ in pairs):
+                raise LabelError("it concatenates a tensor split into heads with other values")
+            full = [labels(t, self.shape(n)).expand(self.shape(n)) for t, n in pairs]
+            out = compact(target(full, *args[1:], **kwargs))
+            if x is None and not pairs[0][0].factored:
+                out = self.copies(out)
+            return group_of(out, pairs[0][0])
+        rest = list(args[1:])
+        if any(isinstance(v, Group | ParamRef | _Meta) for v in [*rest, *kwargs.values()]):
+            if name not in ("expand_as", "view_as", "reshape_as"):
+                raise LabelError("its arguments depend on activations")
+        in_shape, out_shape = self.shape(node.args[0]), node.meta.get("shape")
+        full = labels(x, in_shape).expand(in_shape)
+        if name in ("expand_as", "view_as", "reshape_as"):
+            out = full.reshape(out_shape) if name != "expand_as" else full.expand(out_shape)
+        elif name == "pad":
+            pad = kwargs.get("pad", rest[0] if rest else None)
+            mode = kwargs.get("mode", rest[1] if len(rest) > 1 else "constant")
+            padded = F.pad(full.double(), pad, mode, float(NO_NEURON)) if mode == "constant" \
+                else F.pad(full.double()[None], pad, mode)[0]
+            out = padded.long()
+        elif method:
+            out = getattr(full, "reshape" if name == "view" else name)(*rest, **kwargs)
+        else:
+            out = target(full, *rest, **kwargs)
+        if isinstance(out, tuple | list):
+            return tuple(group_of(o, x) for o in out)
+        return group_of(out, x)
+
+    def copies(self, lab: Tensor) -> Tensor:
+        """A concatenation that repeats neurons (``cat([x0, x1, x2, x3], -1)`` of four slices of
+        one group, as Swin's patch merging): each occurrence becomes a node of its own, tied
+        to its neuron by a ``COPY`` edge whose position says which copy it is."""
+        ids = lab.flatten()
+        if torch.unique(ids).numel() == ids.numel():
+            return lab
+        order = torch.argsort(ids, stable=True)
+        sorted_ids = ids[order]
+        starts = torch.searchsorted(sorted_ids, sorted_ids)  # first occurrence of each id
+        copy = torch.empty_like(ids)
+        copy[order] = torch.arange(ids.numel()) - starts + 1
+        self.b.next_layer()
+        new = self.b.neurons(ids.numel())
+        self.b.fixed_edges(ids, new, EdgeType.COPY, copy)
+        return new.view(lab.shape)
+
+    def reduced(self, node: fx.Node, name: str, x: Group, args, kwargs) -> Any:
+        """A reduction of a factored group: over axes without neurons it keeps them."""
+        dim = kwargs.get("dim", args[1] if len(args) > 1 else None)
+        keep = kwargs.get("keepdim", args[2] if len(args) > 2 else False)
+        lab = labels(x, self.shape(node.args[0]))
+        dims = [d % lab.dim() for d in _dims(dim)] if dim is not None else list(range(lab.dim()))
+        if any(lab.shape[d] > 1 for d in dims):
+            return (_META, _META) if name in ("max", "min") and dim is not None else _META
+        out = lab.amax(dim=tuple(dims), keepdim=bool(keep)) if dims else lab
+        out = group_of(out, x)
+        return (out, _META) if name in ("max", "min") and dim is not None else out
+
+    def elementwise(self, node: fx.Node, name: str, args) -> Any:
+        """``a + b``, ``a * b`` with real shapes: constants varying along neurons pin them,
+        factored groups combine position by position."""
+        out_shape = node.meta.get("shape")
+        if out_shape is None:
+            return _UNHANDLED
+        operands = [(v, n) for v, n in zip(args[:2], node.args[:2])]
+        groups = [(v, n) for v, n in operands if isinstance(v, Group) and v.ids is not None]
+        for g, n in groups:
+            for c, _ in operands:
+                if isinstance(c, torch.Tensor):
+                    self.pin_along(labels(g, self.shape(n)), c, out_shape)
+        if not any(g.factored for g, _ in groups):
+            return _UNHANDLED
+        if len(groups) == 1:
+            if any(isinstance(v, ParamRef) for v, _ in operands):
+                raise LabelError("a parameter combined with a tensor split into heads")
+            return groups[0][0]
+        (a, na), (b, nb) = groups
+        la, lb = labels(a, self.shape(na)), labels(b, self.shape(nb))
+        full_a = la.expand(out_shape) if la.dim() == len(out_shape) else None
+        full_b = lb.expand(out_shape) if lb.dim() == len(out_shape) else None
+        if full_a is None or full_b is None or la.shape != lb.shape:
+            raise LabelError("it combines two tensors whose neurons lie along different axes")
+        if torch.equal(la, lb):
+            return a
+        merged = self.b.merge(Group(la.flatten()), Group(lb.flatten()),
+                              EdgeType.RESIDUAL if name in _SUMS else EdgeType.PRODUCT)
+        return group_of(merged.ids.view(la.shape), a)
+
+    def pin_along(self, lab: Tensor, const: Tensor, out_shape: tuple[int, ...]) -> None:
+        """Neurons scaled or shifted differently by a constant lose their interchangeability:
+        each gets its index along the axis the constant varies on as a position."""
+        if const.numel() <= 1 or lab.dim() != len(out_shape):
+            return
+        c = torch.broadcast_to(const.detach(), out_shape)
+        for k in range(lab.dim()):
+            if lab.shape[k] > 1 and bool((c != c.narrow(k, 0, 1)).any()):
+                pos = torch.arange(1, lab.shape[k] + 1).view(
+                    [lab.shape[k] if i == k else 1 for i in range(lab.dim())])
+                self.b.pin(lab.flatten(), pos.expand(lab.shape).flatten())
+
+    def matmul(self, a: Any, b: Any, sa, sb, so) -> Any:
+        """``a @ b`` with ``[..., n, k] @ [..., k, m]``: the attention products.
+
+        Queries times keys (both carry neurons along ``k``): query dimension ``i`` is tied to
+        key dimension ``i`` and each head (an index of the batch axes along which they vary)
+        gets a head node tied to its dimensions; the result carries the head nodes. Scores
+        times values (neither carries neurons along ``k``): each head node is tied to the
+        value dimensions of its head; the result carries the values' neurons.
+        """
+        if sa is None or sb is None or so is None or len(sa) < 2 or len(sb) < 2:
+            raise LabelError("a product of vectors or of tensors of unknown shape")
+        batch = so[:-2]
+
+        def full(v, s):
+            if not isinstance(v, Group) or v.ids is None:
+                return None
+            lab = labels(v, s)
+            lab = lab.reshape((1,) * (len(so) - lab.dim()) + tuple(lab.shape))
+            return lab.expand(*batch, *s[-2:]).reshape(-1, *s[-2:])
+
+        A, B = full(a, sa), full(b, sb)
+        varies = lambda t, d: t is not None and t.shape[d] > 1 and bool(  # noqa: E731
+            (t != t.narrow(d, 0, 1)).any())
+        if varies(A, 1):
+            raise LabelError("the rows of its left operand carry neurons")
+        if varies(A, 2) or varies(B, 1):  # contracting neurons: queries times keys
+            if varies(B, 2):
+                raise LabelError("it contracts neurons and its right operand's columns carry "
+                                 "neurons too")
+            if A is None or B is None or not (varies(A, 2) and varies(B, 1)):
+                raise LabelError("it contracts neurons with a constant or with positions")
+            q, k = A[:, 0, :], B[:, :, 0]  # [batch, dims]
+            pairs = torch.unique(torch.stack([q.flatten(), k.flatten()]), dim=1)
+            self.b.fixed_edges(pairs[0], pairs[1], EdgeType.QK_PAIR)
+            members = torch.cat([q, k], dim=1)
+            keys, head_of = torch.unique(members, dim=0, return_inverse=True)
+            if keys.shape[0] == 1:  # one head: no head axis to carry
+                return _META
+            heads = self.b.new_nodes(keys.shape[0], NodeType.HEAD)
+            self.head_edges(heads, keys)
+            out = heads[head_of].view(*batch, 1, 1)
+            return group_of(out, a)
+        # contraction over positions: scores (heads) times values
+        if A is not None and B is not None:
+            h, v = A[:, 0, 0], B[:, 0, :]  # one head node per batch index, its values
+            if not bool((self.b.node_type(h) == NodeType.HEAD).all()):
+                raise LabelError("it multiplies two activations that are not attention scores "
+                                 "and values")
+            keys, first = torch.unique(h, return_inverse=True)
+            rows = torch.stack([v[(first == i).nonzero()[0, 0]] for i in range(keys.numel())])
+            self.head_edges(keys, rows)
+            if torch.unique(v, dim=0).shape[0] != keys.numel():
+                raise LabelError("several heads read the same values (grouped-query "
+                                 "attention): not supported yet")
+            return group_of(labels(b, sb).reshape(
+                (1,) * (len(so) - len(sb)) + tuple(labels(b, sb).shape)), b)
+        g, s = (a, sa) if A is not None else (b, sb)
+        lab = labels(g, s)
+        return group_of(lab.reshape((1,) * (len(so) - lab.dim()) + tuple(lab.shape)), g)
+
+    def head_edges(self, heads: Tensor, members: Tensor) -> None:
+        """``HEAD_MEMBER`` edges from each head node to its (distinct) members."""
+        src, dst = [], []
+        for h, row in zip(heads.tolist(), members):
+            row = torch.unique(row)
+            src.append(torch.full_like(row, h))
+            dst.append(row)
+        self.b.fixed_edges(torch.cat(src), torch.cat(dst), EdgeType.HEAD_MEMBER)
+
+    def attention(self, node: fx.Node, args, kwargs) -> Any:
+        """``F.scaled_dot_product_attention``: queries times keys, then values."""
+        names = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale",
+                 "enable_gqa")
+        given = dict(zip(names, args)) | kwargs
+        nodes = dict(zip(names, node.args)) | node.kwargs
+        q, k, v = given["query"], given["key"], given["value"]
+        sq, sk, sv = (self.shape(nodes[n]) for n in ("query", "key", "value"))
+        if not all(isinstance(t, Group) and t.ids is not None for t in (q, k, v)):
+            raise LabelError("attention over tensors that are not all activations")
+        kt = group_of(labels(k, sk).transpose(-2, -1), k)
+        st = (*sk[:-2], sk[-1], sk[-2])
+        scores_shape = tuple(torch.broadcast_shapes(sq[:-2], sk[:-2])) + (sq[-2], sk[-2])
+        scores = self.matmul(q, kt, sq, st, scores_shape)
+        mask = given.get("attn_mask")
+        if isinstance(mask, Group) and isinstance(scores, Group):
+            self.aligned(node, "scaled_dot_product_attention", scores, mask)
+            scores = self.relayout(self.b.merge(scores, mask), *_axes(scores))
+        return self.matmul(scores, v, scores_shape, sv, node.meta.get("shape"))
+
     def combine(self, args, etype: EdgeType, node: fx.Node, name: str) -> Any:
         a, b = args[0], args[1] if len(args) > 1 else None
         if isinstance(a, Group) and isinstance(b, Group):
@@ -725,6 +1019,10 @@ class _Walker:
             return self.relayout(self.b.merge(a, b, etype), *_axes(like))
         if isinstance(a, ParamRef) or isinstance(b, ParamRef):
             ref, other = (a, b) if isinstance(a, ParamRef) else (b, a)
+            if ref.index is not None and etype == EdgeType.RESIDUAL and isinstance(other, Group):
+                return self.bias_table(node, ref, other)
+            if ref.index is not None:
+                raise self.unsupported_param(ref, f"'{name}' of a gathered view")
             if name in _GAIN_PRODUCTS and isinstance(other, Group):
                 return self.gain(node, name, ref, other)
             if ref.shape is not None and ref.shape != tuple(ref.tensor.shape):
@@ -741,7 +1039,7 @@ class _Walker:
         if any(isinstance(v, Group | ParamRef | _Meta) for v in [*rest, *kwargs.values()]):
             raise self.unsupported_param(ref, f"'{name}' with a shape that is not constant")
         numel = ref.tensor.numel()
-        index = torch.arange(numel).reshape(ref.seen_shape)
+        index = ref.index if ref.index is not None else torch.arange(numel).reshape(ref.seen_shape)
         try:
             if name in ("getitem", "__getitem__"):
                 out = index[rest[0]]
@@ -749,9 +1047,61 @@ class _Walker:
                 out = getattr(index, name)(*rest, **kwargs)
         except Exception as err:  # noqa: BLE001 - an index the tensor does not take
             raise self.unsupported_param(ref, f"'{name}' ({err})") from None
-        if out.numel() != numel or not torch.equal(out.flatten(), torch.arange(numel)):
+        if out.numel() == numel and torch.equal(out.flatten(), torch.arange(numel)):
+            return ParamRef(ref.name, ref.tensor, tuple(out.shape))
+        if not self.recorded:
             raise self.unsupported_param(ref, f"'{name}', which selects or reorders its entries")
-        return ParamRef(ref.name, ref.tensor, tuple(out.shape))
+        return ParamRef(ref.name, ref.tensor, tuple(out.shape), out)  # read as a table
+
+    def bias_table(self, node: fx.Node, ref: ParamRef, x: Group) -> Group:
+        """``x + table[index]...``: a learned table ``[rows, C]`` read by a constant index, one
+        column per neuron of ``x`` (a relative-position bias: rows are fixed positions, each
+        head's column moves with its head). Encoded like a positional embedding."""
+        what = f"adds parameter '{ref.name}' read by index"
+        if ref.tensor.dim() != 2 or x.factored or x.repeat is not None:
+            raise self.unsupported_param(ref, "an addition of a gathered view (only a "
+                                         "[rows, neurons] table added along one neuron axis)")
+        shape = self.shape(node)
+        lab = labels(x, shape)
+        axes = [k for k in range(lab.dim()) if lab.shape[k] > 1]
+        cols = ref.index % ref.tensor.shape[1]
+        cols = cols.reshape((1,) * (len(shape) - cols.dim()) + tuple(cols.shape))
+        want = torch.arange(ref.tensor.shape[1])
+        ok = len(axes) == 1 and ref.tensor.shape[1] == lab.shape[axes[0]]
+        if ok:
+            k = axes[0]
+            ok = cols.shape[k] == want.numel() and bool(
+                (cols == want.view([-1 if i == k else 1 for i in range(len(shape))])).all())
+        if not ok:
+            raise self.refuse(node, "add", f"{what}: its columns do not line up with the "
+                              "neurons of the tensor it is added to")
+        return self.relayout(parameter_tokens(self.b, ref.name, ref.tensor, x, "position"),
+                             *_axes(x))
+
+    def functional_linear(self, node: fx.Node, args, kwargs) -> Group:
+        """``F.linear(x, weight, bias)`` with bare parameters: a linear layer."""
+        x = args[0]
+        weight = kwargs.get("weight", args[1] if len(args) > 1 else None)
+        bias = kwargs.get("bias", args[2] if len(args) > 2 else None)
+        for ref in (weight, bias):
+            if ref is not None and ref.shape not in (None, tuple(ref.tensor.shape)):
+                raise self.unsupported_param(ref, "F.linear after a reshape")
+        if x.factored:
+            raise self.refuse(node, "linear", "reads a tensor split into heads")
+        n, a = _axes(x)
+        if x.ids is not None and not (a == n - 1 if n is not None else a == -1):
+            raise self.refuse(node, "linear", "reads the last axis, and the neurons are not on it")
+        self.b.next_layer()
+        out_f, in_f = weight.tensor.shape
+        src, pos = self.b.resolve(x, in_f, f"F.linear with '{weight.name}'")
+        out = self.b.neurons(out_f)
+        self.b.dense(self.b.add_param(weight.name, weight.tensor), src, out, EdgeType.LINEAR,
+                     src_pos=pos)
+        if bias is not None:
+            self.b.vector(self.b.add_param(bias.name, bias.tensor),
+                          self.b.new_nodes(1, NodeType.BIAS), out, EdgeType.BIAS)
+        self.b.node_groups[weight.name] = out  # its output neurons, by the weight's name
+        return self.relayout(Group(out, SEQ), n, -1 if n is None else n - 1)
 
     def gain(self, node: fx.Node, name: str, ref: ParamRef, x: Group) -> Group:
         """``x * p``: a per-neuron gain (``p`` with one axis of size C, lined up with the
@@ -868,20 +1218,33 @@ class _Walker:
         key = sum(1 for n in self.env if n.op == "placeholder")
         return Group(None, UNKNOWN, input_key=key)
 
+    def ranked(self, node: fx.Node, value: Any) -> Any:
+        """A recorded node's group with the rank it really had (``meta["shape"]``)."""
+        shape = node.meta.get("shape")
+        if shape is None or not isinstance(value, Group) or value.ids is None:
+            return value
+        n, a = _axes(value)
+        if n is None:
+            return self.relayout(value, len(shape), a if a >= 0 else a + len(shape))
+        if n != len(shape):
+            raise AssertionError(f"fx node '{node.name}': rank {n} tracked, {len(shape)} ran")
+        return value
+
     def run(self) -> GraphBuilder:
-        for node in self.gm.graph.nodes:
+        for node in self.graph.nodes:
             if node.op == "placeholder":
                 self.env[node] = self.placeholder(node)
             elif node.op == "get_attr":
-                obj = self.gm
+                obj = self.root
                 for part in node.target.split("."):
                     obj = getattr(obj, part)
                 is_param = isinstance(obj, nn.Parameter)
                 self.env[node] = ParamRef(node.target, obj) if is_param else _META
             elif node.op == "call_module":
-                self.env[node] = self.call_module(node)
+                self.env[node] = self.ranked(node, self.call_module(node))
             elif node.op in ("call_function", "call_method"):
-                self.env[node] = self.call_function(node, node.op == "call_method")
+                value = self.call_function(node, node.op == "call_method")
+                self.env[node] = self.ranked(node, value)
             elif node.op == "output":
                 out = self.value(node.args[0])
                 while isinstance(out, tuple | list | dict) and out:
@@ -892,19 +1255,35 @@ class _Walker:
         return self.b
 
 
-def build(module: nn.Module) -> GraphBuilder:
-    """Trace ``module`` and return the filled builder (see :class:`ParameterGraph`)."""
+def _recorded(module: nn.Module, example_inputs: Any, stack_traces: bool) -> fx.Graph:
+    try:
+        return record(module, example_inputs, stack_traces)
+    except Exception as err:  # the user's forward, on the user's inputs
+        raise GraphConstructionError(
+            f"running {type(module).__name__} on the example inputs failed: "
+            f"{type(err).__name__}: {err}"
+        ) from err
+
+
+def build(module: nn.Module, example_inputs: Any = None) -> GraphBuilder:
+    """Trace ``module`` (symbolically, or by running it on ``example_inputs``: see
+    :mod:`graphs.recording`) and return the filled builder (see :class:`ParameterGraph`)."""
     converter = find_converter(module)
     if converter is not None:  # a single registered layer: no trace needed
         b = GraphBuilder()
         out = converter(b, module, "", Group(None, UNKNOWN, input_key=0))
         b.mark_output(out[0] if isinstance(out, tuple) else out)
+    elif example_inputs is not None:
+        try:
+            b = _Walker(_recorded(module, example_inputs, False), module, True).run()
+        except ShapeOperationError:  # record again, with source lines for the message
+            b = _Walker(_recorded(module, example_inputs, True), module, True).run()
     else:
         try:
-            b = _Walker(trace(module), module).run()
+            b = _Walker(trace(module).graph, module).run()
         except ShapeOperationError:  # trace again, recording source lines for the message
-            b = _Walker(trace(module, stack_traces=True), module).run()
-    missing = [n for n, _ in module.named_parameters() if not b.covered(n)]
+            b = _Walker(trace(module, stack_traces=True).graph, module).run()
+    missing = [n for n, p in module.named_parameters() if not b.covered(n, p)]
     if missing:
         path = missing[0].rpartition(".")[0]
         raise UnsupportedModuleError(

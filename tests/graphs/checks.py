@@ -8,9 +8,9 @@ from torch import nn
 from graphs import ParameterGraph
 
 
-def assert_round_trip(model: nn.Module) -> ParameterGraph:
+def assert_round_trip(model: nn.Module, example_inputs=None) -> ParameterGraph:
     """Build ``model``'s graph; ``decode(encode(params))`` must give the parameters exactly."""
-    pg = ParameterGraph.from_module(model)
+    pg = ParameterGraph.from_module(model, example_inputs=example_inputs)
     params = dict(model.named_parameters())
     assert set(pg.param_names) == set(params)
     assert pg.num_params == sum(p.numel() for p in params.values())

@@ -1,10 +1,14 @@
 """Survey: the parameter graph on architectures people actually train.
 
 Each architecture is built from its library at a small config (no pretrained weights, no
-downloads). ``EXPECTED`` records which build today: a model that builds must round-trip
-exactly and cover every parameter; one that does not must be refused with the project's own
-error (``GraphConstructionError`` and subclasses) naming the module or operation, never
-another exception and never a wrong graph. A change either way fails the test: update
+downloads) and its graph recorded from one run on example inputs
+(``ParameterGraph.from_module(model, example_inputs=...)``). ``EXPECTED`` records which build
+today: a model that builds must round-trip exactly and cover every parameter; one that does
+not must be refused with the project's own error (``GraphConstructionError`` and
+subclasses) naming the module or operation, never another exception and never a wrong
+graph. Small versions of the attention models are checked for symmetries: automorphisms
+sampled from the whole automorphism group of the graph leave the network's output unchanged,
+and exchanging neurons the graph tells apart changes it. A change either way fails the test: update
 ``EXPECTED`` (and the "Real architectures" section of docs/graphs.md) when a model starts
 building. The numbers in docs/graphs.md come from
 ``.venv/bin/python -m pytest tests/graphs/test_real_architectures.py -v -p no:cacheprovider``.
@@ -24,11 +28,10 @@ from torch import nn
 from graphs import (
     GraphConstructionError,
     ParameterGraph,
-    UnsupportedModuleError,
     UntraceableModuleError,
 )
 from graphs.errors import ShapeOperationError
-from graphs.permutation import node_permutation, permute_state_dict
+from graphs.permutation import node_permutation, permute_state_dict, random_automorphism
 from tests.graphs.checks import assert_round_trip, assert_well_formed
 from tests.graphs.model_libraries import load
 from tests.graphs.models import randomize_norms
@@ -112,27 +115,35 @@ EXPECTED: dict[tuple[str, str], tuple[str, type[Exception] | None, str]] = {
     ("torchvision", "mobilenet_v3_small"): (BUILDS, None, ""),
     ("torchvision", "efficientnet_b0"): (BUILDS, None, ""),
     ("torchvision", "convnext_tiny"): (BUILDS, None, ""),
-    ("torchvision", "vit_b_16"): (REFUSED, ShapeOperationError, "'reshape'"),
-    ("torchvision", "swin_t"): (REFUSED, UnsupportedModuleError, "ShiftedWindowAttention"),
-    ("torchvision", "shufflenet_v2_x0_5"): (REFUSED, ShapeOperationError, "channel_shuffle"),
-    ("torchvision", "squeezenet1_0"): (REFUSED, GraphConstructionError, "flatten"),
+    ("torchvision", "vit_b_16"): (BUILDS, None, ""),
+    ("torchvision", "swin_t"): (BUILDS, None, ""),
+    ("torchvision", "shufflenet_v2_x0_5"): (BUILDS, None, ""),
+    ("torchvision", "squeezenet1_0"): (BUILDS, None, ""),
     ("torchvision", "densenet121"): (BUILDS, None, ""),
     ("torchvision", "googlenet"): (BUILDS, None, ""),
     ("torchvision", "regnet_y_400mf"): (BUILDS, None, ""),
     ("timm", "resnet18"): (BUILDS, None, ""),
     ("timm", "efficientnet_b0"): (BUILDS, None, ""),
     ("timm", "convnext_atto"): (BUILDS, None, ""),
-    ("timm", "vit_tiny_patch16_224"): (REFUSED, ShapeOperationError, "'reshape'"),
-    ("timm", "mixer_s16_224"): (REFUSED, ShapeOperationError, "'transpose'"),
+    ("timm", "vit_tiny_patch16_224"): (BUILDS, None, ""),
+    ("timm", "mixer_s16_224"): (REFUSED, ShapeOperationError, "token mixing"),
     ("timm", "poolformer_s12"): (BUILDS, None, ""),
-    ("transformers", "gpt2"): (REFUSED, UntraceableModuleError, "GPT2Model"),
-    ("transformers", "bert"): (REFUSED, UntraceableModuleError, "BertModel"),
-    ("transformers", "llama"): (REFUSED, UntraceableModuleError, "LlamaModel"),
-    ("transformers", "t5"): (REFUSED, UntraceableModuleError, "T5Model"),
-    ("transformers", "vit"): (REFUSED, UntraceableModuleError, "ViTModel"),
+    ("transformers", "gpt2"): (BUILDS, None, ""),
+    ("transformers", "bert"): (BUILDS, None, ""),
+    ("transformers", "llama"): (BUILDS, None, ""),
+    ("transformers", "t5"): (BUILDS, None, ""),
+    ("transformers", "vit"): (BUILDS, None, ""),
 }
 
 _LIBS = {"torchvision": (tv, _tv), "timm": (timm, _timm), "transformers": (hf, _hf)}
+
+
+def _inputs(library: str, name: str):
+    """Example inputs: an image batch of one, or 8 token ids (and decoder ids for T5)."""
+    if library != "transformers" or name == "vit":
+        return torch.randn(1, 3, 32, 32)
+    ids = torch.randint(0, 64, (1, 8))
+    return ((ids,), {"decoder_input_ids": ids}) if name == "t5" else ids
 
 
 @functools.cache
@@ -142,9 +153,9 @@ def built(library: str, name: str) -> tuple[nn.Module, ParameterGraph | Exceptio
     torch.manual_seed(0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = builders()[name]()
+        model = builders()[name]().eval()
     try:
-        return model, assert_round_trip(model)
+        return model, assert_round_trip(model, _inputs(library, name))
     except GraphConstructionError as e:
         return model, e
 
@@ -176,8 +187,15 @@ def test_architecture_builds_or_is_refused_as_recorded(library, name, expected, 
 
 def test_the_survey_covers_every_library_the_issue_names():
     assert {lib for lib, _ in EXPECTED} == set(_LIBS)
-    assert sum(e == BUILDS for e, _, _ in EXPECTED.values()) == 12
-    assert sum(e == REFUSED for e, _, _ in EXPECTED.values()) == 11
+    assert sum(e == BUILDS for e, _, _ in EXPECTED.values()) == 22
+    assert sum(e == REFUSED for e, _, _ in EXPECTED.values()) == 1
+
+
+@pytest.mark.skipif(hf is None, reason="transformers is not installed")
+def test_symbolic_tracing_of_a_transformers_model_points_to_example_inputs():
+    model, _ = built("transformers", "gpt2")
+    with pytest.raises(UntraceableModuleError, match="GPT2Model.*example_inputs"):
+        ParameterGraph.from_module(model)
 
 
 def _random_automorphism(model: nn.Module, pg: ParameterGraph, seed: int) -> torch.Tensor:
@@ -233,3 +251,123 @@ def test_a_random_automorphism_keeps_the_trained_network(library, name, float64)
     with torch.no_grad():
         ref, out = model(x), twin(x)
     assert torch.allclose(out, ref, atol=1e-9, rtol=1e-9), (out - ref).abs().max()
+
+
+# -- symmetries of the recorded attention models ---------------------------------------
+def _small() -> dict[str, tuple[str, Callable[[], nn.Module], object, str]]:
+    """Small versions for automorphism sampling: (library, model, inputs, the query neurons
+    of an attention layer: a layer's group, or its first third for a fused ``qkv`` (``/3``))."""
+    img, ids = torch.randn(2, 3, 32, 32), torch.randint(0, 64, (2, 8))
+    out = {}
+    if tv is not None:
+        from torchvision.models import swin_transformer
+
+        out["torchvision-vit"] = ("torchvision", lambda: tv.models.VisionTransformer(
+            image_size=32, patch_size=8, num_layers=1, num_heads=2, hidden_dim=16, mlp_dim=32,
+            num_classes=4), img, "encoder.layers.encoder_layer_0.self_attention.q")
+        out["torchvision-swin"] = ("torchvision", lambda: swin_transformer.SwinTransformer(
+            patch_size=[4, 4], embed_dim=8, depths=[1, 1], num_heads=[2, 2], window_size=[4, 4],
+            mlp_ratio=2, num_classes=4), img, "features.1.0.attn.qkv.weight/3")
+        out["torchvision-shufflenet"] = ("torchvision", lambda: tv.models.ShuffleNetV2(
+            [1, 1, 1], [8, 16, 32, 64, 128], num_classes=4), img, "")
+    if timm is not None:
+        from timm.models.vision_transformer import VisionTransformer
+
+        out["timm-vit"] = ("timm", lambda: VisionTransformer(
+            img_size=16, patch_size=8, embed_dim=16, depth=1, num_heads=2, mlp_ratio=2,
+            num_classes=4), img[:, :, :16, :16], "blocks.0.attn.qkv/3")
+    if hf is not None:
+        hfs = _hf()
+        out |= {
+            "transformers-gpt2": ("transformers", hfs["gpt2"], (ids,), "h.0.attn.c_attn/3"),
+            "transformers-bert": ("transformers", hfs["bert"], (ids,),
+                                  "encoder.layer.0.attention.self.query"),
+            "transformers-llama": ("transformers", hfs["llama"], (ids,),
+                                   "layers.0.self_attn.q_proj"),
+            "transformers-t5": ("transformers", hfs["t5"], ((ids,), {"decoder_input_ids": ids}),
+                                "encoder.block.0.layer.0.SelfAttention.q"),
+            "transformers-vit": ("transformers", hfs["vit"], (img,),
+                                 "layers.0.attention.q_proj"),
+        }
+    return out
+
+
+def _run(model: nn.Module, inputs) -> torch.Tensor:
+    args, kwargs = inputs if isinstance(inputs[0], tuple) else (inputs, {})
+    with torch.no_grad():
+        out = model(*args, **kwargs) if isinstance(args, tuple) else model(args)
+    while not isinstance(out, torch.Tensor):
+        out = next(iter(out.values())) if isinstance(out, dict) else out[0]
+    return out
+
+
+def _batch_of_one(inputs):
+    if isinstance(inputs, torch.Tensor):
+        return inputs[:1]
+    if isinstance(inputs[0], tuple):
+        return tuple(a[:1] for a in inputs[0]), {k: v[:1] for k, v in inputs[1].items()}
+    return tuple(a[:1] for a in inputs)
+
+
+_SMALL = _small()
+
+
+@pytest.mark.parametrize("name", list(_SMALL))
+def test_sampled_automorphisms_keep_the_function_and_other_swaps_do_not(name, float64):
+    library, make, inputs, group = _SMALL[name]
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = make().double().eval()
+    with torch.no_grad():  # no zero-initialised heads, no trivial norms
+        for p in model.parameters():
+            p.normal_(0, 0.3)
+    if isinstance(inputs, torch.Tensor):
+        inputs = inputs.double()
+    elif not isinstance(inputs[0], tuple):
+        inputs = tuple(a.double() if a.is_floating_point() else a for a in inputs)
+    pg = ParameterGraph.from_module(model, example_inputs=_batch_of_one(inputs))
+    state, ref = model.state_dict(), _run(model, inputs)
+    sigma = random_automorphism(pg, torch.Generator().manual_seed(0))
+    assert (sigma != torch.arange(pg.num_nodes)).float().mean() > 0.3
+    twin = copy.deepcopy(model)
+    twin.load_state_dict(permute_state_dict(pg, state, sigma))
+    torch.testing.assert_close(_run(twin, inputs), ref, rtol=0, atol=1e-10)
+    if not group:
+        return
+    name, _, parts = group.partition("/")
+    ids = pg.node_groups[name]
+    ids = ids[: ids.numel() // int(parts or 1)]  # query neurons: the first and last are in
+    swap = torch.arange(pg.num_nodes)
+    swap[ids[0]], swap[ids[-1]] = ids[-1], ids[0]  # different heads
+    with pytest.raises(ValueError, match="automorphism"):
+        permute_state_dict(pg, state, swap)
+    twin.load_state_dict(permute_state_dict(pg, state, swap, strict=False))
+    assert (_run(twin, inputs) - ref).abs().max() > 1e-6
+
+
+@pytest.mark.skipif(hf is None, reason="transformers is not installed")
+@pytest.mark.parametrize("name, symmetric", [("bert", True), ("llama", False)])
+def test_rotary_embeddings_pin_the_dimensions_of_a_head(name, symmetric, float64):
+    """Exchanging query / key dimensions 0 and 1 of one head together is a symmetry of
+    BERT's attention, not of Llama's: rotary tables treat each dimension differently."""
+    torch.manual_seed(0)
+    model = _hf()[name]().double().eval()
+    ids = torch.randint(0, 64, (2, 8))
+    pg = ParameterGraph.from_module(model, example_inputs=ids[:1])
+    att = ("encoder.layer.0.attention.self." if name == "bert" else "layers.0.self_attn.")
+    q, k = (pg.node_groups[att + ("query" if name == "bert" else "q_proj")],
+            pg.node_groups[att + ("key" if name == "bert" else "k_proj")])
+    swap = torch.arange(pg.num_nodes)
+    for g in (q, k):
+        swap[g[0]], swap[g[1]] = g[1], g[0]
+    state, ref = model.state_dict(), _run(model, (ids,))
+    twin = copy.deepcopy(model)
+    if symmetric:
+        twin.load_state_dict(permute_state_dict(pg, state, swap))
+        torch.testing.assert_close(_run(twin, (ids,)), ref, rtol=0, atol=1e-10)
+    else:
+        with pytest.raises(ValueError, match="automorphism"):
+            permute_state_dict(pg, state, swap)
+        twin.load_state_dict(permute_state_dict(pg, state, swap, strict=False))
+        assert (_run(twin, (ids,)) - ref).abs().max() > 1e-6
