@@ -53,6 +53,7 @@ class Group:
     ndim: int | None = None
     axis: int | None = None
     lab: Tensor | None = None  # a factored group's labels (graphs.labels); ids = lab.flatten()
+    side: Group | None = None  # token-mixing neurons along another axis (graphs.tracing)
 
     @property
     def pending(self) -> bool:
@@ -412,7 +413,9 @@ class GraphBuilder:
             start += c.n
         empty = torch.zeros(0, 4, dtype=torch.int32)
         node_feat = torch.cat(self._node_feats) if self._node_feats else empty
-        for ids, act in self._act_updates:
+        # pooling first: a pool reading activated neurons does not hide their activation
+        pools = (int(Activation.MAX_POOL), int(Activation.AVG_POOL))
+        for ids, act in sorted(self._act_updates, key=lambda u: u[1] not in pools):
             node_feat[ids, 3] = act
         for ids, positions in self._pins:
             node_feat[ids, 2] = positions

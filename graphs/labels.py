@@ -69,6 +69,7 @@ def group_of(lab: Tensor, like: Group) -> Group:
     """The group whose labels are ``lab``: one neuron axis, or factored (``like``: the group
     it came from, for the fields labels do not decide)."""
     lab = compact(lab)
+    like = dataclasses.replace(like, side=None)
     n = lab.dim()
     axes = varying(lab)
     if bool((lab == NO_NEURON).any()):

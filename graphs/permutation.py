@@ -110,11 +110,16 @@ def _edge_keys(pg: ParameterGraph, src: Tensor, dst: Tensor, feat: Tensor) -> Te
 def edge_permutation(pg: ParameterGraph, sigma: Tensor, strict: bool = True) -> Tensor:
     """Where each edge goes under the node permutation ``sigma``: ``[E]`` edge ids.
 
-    With ``strict``, every edge (parameter or fixed) must land on an edge of the same type
-    and position, i.e. ``sigma`` must be an automorphism; otherwise a ``ValueError``.
+    With ``strict``, every node must land on a node with the same features and every edge
+    (parameter or fixed) on an edge of the same type and position, i.e. ``sigma`` must be an
+    automorphism; otherwise a ``ValueError``.
     Without it, only parameter edges must land on parameter edges (so a non-symmetry can
     still move parameters, e.g. to test that a model notices).
     """
+    if strict and not torch.equal(pg.node_feat[sigma], pg.node_feat):
+        raise ValueError("the node permutation is not an automorphism of the parameter graph: "
+                         "it moves nodes onto nodes of another type, layer, position or "
+                         "activation")
     keys = _edge_keys(pg, pg.edge_index[0], pg.edge_index[1], pg.edge_feat)
     moved = _edge_keys(pg, sigma[pg.edge_index[0]], sigma[pg.edge_index[1]], pg.edge_feat)
     order = torch.argsort(keys)

@@ -146,6 +146,7 @@ _FACTORED_PASS = {
     "dropout", "softmax", "log_softmax", "neg", "__neg__", "masked_fill", "tanh", "sigmoid",
     "relu", "gelu", "silu", "exp", "clamp", "sqrt", "rsqrt",
 }
+_NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 _REFUSED_MODULES = (nn.ChannelShuffle, nn.PixelShuffle, nn.PixelUnshuffle, nn.Fold, nn.Unfold,
                     nn.Unflatten)
 
@@ -661,8 +662,21 @@ class _Walker:
                     f"its parameter-graph converter does not take ({err}); positional "
                     f"{len(args)}, keywords {sorted(kwargs)}"
                 ) from err
+            mixed = self.token_mixing(node, m, converter, args)
+            if mixed is not None:
+                return mixed
+            sided = [g for g in self.groups(list(args) + list(kwargs.values())) if g.side]
+            if sided:
+                raise self.refuse(node, type(m).__name__, f"'{node.target}' reads a tensor mixed "
+                                  "along its positions (token mixing) other than as a Linear")
             self.check_read(node, m, list(args) + list(kwargs.values()))
-            return self.fix_output(m, args, converter(self.b, m, node.target, *args, **kwargs))
+            out = self.fix_output(m, args, converter(self.b, m, node.target, *args, **kwargs))
+            if isinstance(m, _NORMS) and isinstance(out, Group):  # timm's BatchNormAct2d
+                for child in m.children():
+                    kind = activation_kind(child)
+                    if kind not in (Activation.NONE, Activation.OTHER):
+                        self.b.set_activation(out, kind)
+            return out
         names = [f"{node.target}.{n}" for n, _ in m.named_parameters()]
         if names:
             raise UnsupportedModuleError(node.target, names, module_type=type(m).__name__)
@@ -681,10 +695,14 @@ class _Walker:
         if isinstance(m, _REFUSED_MODULES) and x.ids is not None:
             raise self.refuse(node, type(m).__name__, "moves neurons across axes (channels into "
                               "space, shuffles or unflattens them); not supported")
+        if x.side is not None and not isinstance(m, _PASS_MODULES) \
+                and activation_kind(m) in (Activation.NONE, Activation.OTHER):
+            raise self.refuse(node, type(m).__name__, "reads a tensor mixed along its positions "
+                              "(token mixing)")
         self.check_pool(node, type(m).__name__, x)
         kind = activation_kind(m)
         if kind != Activation.OTHER:
-            self.b.set_activation(x, kind)
+            self.activate(x, kind)
             return x
         if isinstance(m, _PASS_MODULES):
             return x
@@ -770,6 +788,11 @@ class _Walker:
         groups = [g for g in self.groups(flat) if g.ids is not None]
         factored = any(g.factored for g in groups)
         try:
+            if any(g.side is not None for g in groups):
+                return self.mixed_call(node, name, target, method, args, kwargs, groups)
+            if name == "__setitem__" and groups:
+                raise LabelError("it writes into an activation in place (x[...] = ...); "
+                                 "write the result to a new tensor (torch.where, cat)")
             if name == "scaled_dot_product_attention":
                 return self.attention(node, args, kwargs)
             if name in _MATMULS and groups:
@@ -834,22 +857,87 @@ class _Walker:
             if name not in ("expand_as", "view_as", "reshape_as"):
                 raise LabelError("its arguments depend on activations")
         in_shape, out_shape = self.shape(node.args[0]), node.meta.get("shape")
-        full = labels(x, in_shape).expand(in_shape)
-        if name in ("expand_as", "view_as", "reshape_as"):
-            out = full.reshape(out_shape) if name != "expand_as" else full.expand(out_shape)
-        elif name == "pad":
-            pad = kwargs.get("pad", rest[0] if rest else None)
-            mode = kwargs.get("mode", rest[1] if len(rest) > 1 else "constant")
-            padded = F.pad(full.double(), pad, mode, float(NO_NEURON)) if mode == "constant" \
-                else F.pad(full.double()[None], pad, mode)[0]
-            out = padded.long()
-        elif method:
-            out = getattr(full, "reshape" if name == "view" else name)(*rest, **kwargs)
-        else:
-            out = target(full, *rest, **kwargs)
+
+        def run(g: Group) -> Any:
+            full = labels(g, in_shape).expand(in_shape)
+            if name in ("expand_as", "view_as", "reshape_as"):
+                return full.reshape(out_shape) if name != "expand_as" else full.expand(out_shape)
+            if name == "pad":
+                pad = kwargs.get("pad", rest[0] if rest else None)
+                mode = kwargs.get("mode", rest[1] if len(rest) > 1 else "constant")
+                padded = F.pad(full.double(), pad, mode, float(NO_NEURON)) \
+                    if mode == "constant" else F.pad(full.double()[None], pad, mode)[0]
+                return padded.long()
+            if method:
+                return getattr(full, "reshape" if name == "view" else name)(*rest, **kwargs)
+            return target(full, *rest, **kwargs)
+
+        plain = dataclasses.replace(x, side=None)
+        out = run(plain)
         if isinstance(out, tuple | list):
-            return tuple(group_of(o, x) for o in out)
-        return group_of(out, x)
+            if x.side is not None:
+                raise LabelError("it splits a tensor mixed along its positions (token mixing)")
+            return tuple(group_of(o, plain) for o in out)
+        result = group_of(out, plain)
+        if x.side is not None:  # token-mixing neurons: kept while they are the last axis
+            side = group_of(run(x.side), x.side)
+            n, a = _axes(side)
+            if not side.factored and n is not None and a == n - 1:
+                return dataclasses.replace(result, side=side)
+            self.drop_side(x)
+        return result
+
+    def mixed_call(self, node: fx.Node, name: str, target, method: bool, args, kwargs,
+                   groups) -> Any:
+        """A call on a tensor carrying token-mixing neurons (see :meth:`token_mixing`)."""
+        x = args[0] if args and isinstance(args[0], Group) else None
+        if name in _DATA_MOVES and x is not None and x.side is not None:
+            return self.moved(node, name, target, method, x, args, kwargs)
+        if name in _SUMS | _PRODUCTS:  # combined with token-ordered values: back to positions
+            for g in groups:
+                if g.side is not None:
+                    self.drop_side(g)
+            plain = tuple(dataclasses.replace(a, side=None) if isinstance(a, Group) else a
+                          for a in args)
+            etype = EdgeType.RESIDUAL if name in _SUMS else EdgeType.PRODUCT
+            return self.combine(plain, etype, node, name)
+        kind = activation_kind(name) if method else activation_kind(target)
+        if x is not None and kind not in (Activation.NONE, Activation.OTHER):
+            self.activate(x, kind)
+            return x
+        if x is not None and name in _FACTORED_PASS:
+            return x
+        raise LabelError("it reads a tensor mixed along its positions (token mixing) in a way "
+                         "the tracer does not follow")
+
+    def drop_side(self, x: Group) -> None:
+        """Token-mixing neurons turned back into positions: the last layer that mixed them
+        wrote one output per token, in token order, so those neurons are pinned."""
+        ids = x.side.ids
+        self.b.pin(ids, torch.arange(1, ids.numel() + 1))
+
+    def token_mixing(self, node: fx.Node, m: nn.Module, converter, args) -> Group | None:
+        """A ``Linear`` reading the last axis while the neurons sit on another one and the
+        last axis carries positions (MLP-Mixer's token mixing, recorded runs only): the
+        positions become fixed nodes the layer reads, and its output neurons ride along the
+        tensor as its ``side`` group until they turn back into positions."""
+        x = args[0] if len(args) == 1 and isinstance(args[0], Group) else None
+        if (not self.recorded or not isinstance(m, nn.Linear) or x is None or x.ids is None
+                or x.factored or x.repeat is not None):
+            return None
+        n, a = _axes(x)
+        if x.side is not None:
+            src = x.side
+        else:
+            shape = self.shape(node.args[0])
+            if n is None or a == n - 1 or shape is None or shape[-1] != m.in_features:
+                return None
+            src = Group(self.b.new_nodes(shape[-1], NodeType.POSITION, positional=True), SEQ)
+        out = converter(self.b, m, node.target, dataclasses.replace(src, side=None))
+        return dataclasses.replace(x, side=self.relayout(Group(out.ids, SEQ), n, n - 1))
+
+    def activate(self, x: Group, kind: Activation) -> None:
+        self.b.set_activation(x.side if x.side is not None else x, kind)
 
     def copies(self, lab: Tensor) -> Tensor:
         """A concatenation that repeats neurons (``cat([x0, x1, x2, x3], -1)`` of four slices of
@@ -972,12 +1060,16 @@ class _Walker:
                                  "and values")
             keys, first = torch.unique(h, return_inverse=True)
             rows = torch.stack([v[(first == i).nonzero()[0, 0]] for i in range(keys.numel())])
-            self.head_edges(keys, rows)
-            if torch.unique(v, dim=0).shape[0] != keys.numel():
-                raise LabelError("several heads read the same values (grouped-query "
-                                 "attention): not supported yet")
-            return group_of(labels(b, sb).reshape(
-                (1,) * (len(so) - len(sb)) + tuple(labels(b, sb).shape)), b)
+            if torch.unique(rows, dim=0).shape[0] == keys.numel():
+                self.head_edges(keys, rows)
+                return group_of(labels(b, sb).reshape(
+                    (1,) * (len(so) - len(sb)) + tuple(labels(b, sb).shape)), b)
+            # grouped-query attention: heads that share values get output neurons of their
+            # own, each a copy of the value dimension it reads, tied to its head
+            out = self.b.neurons(rows.numel()).view(rows.shape)
+            self.b.fixed_edges(rows.flatten(), out.flatten(), EdgeType.COPY)
+            self.head_edges(keys, out)
+            return group_of(out[first].view(*batch, 1, rows.shape[1]), b)
         g, s = (a, sa) if A is not None else (b, sb)
         lab = labels(g, s)
         return group_of(lab.reshape((1,) * (len(so) - lab.dim()) + tuple(lab.shape)), g)
@@ -1001,6 +1093,11 @@ class _Walker:
         sq, sk, sv = (self.shape(nodes[n]) for n in ("query", "key", "value"))
         if not all(isinstance(t, Group) and t.ids is not None for t in (q, k, v)):
             raise LabelError("attention over tensors that are not all activations")
+        if given.get("enable_gqa") and sk[-3] != sq[-3]:  # key / value heads repeated
+            r = sq[-3] // sk[-3]
+            k, v = (group_of(labels(t, st).expand(st).repeat_interleave(r, dim=-3), t)
+                    for t, st in ((k, sk), (v, sv)))
+            sk, sv = ((*st[:-3], sq[-3], *st[-2:]) for st in (sk, sv))
         kt = group_of(labels(k, sk).transpose(-2, -1), k)
         st = (*sk[:-2], sk[-1], sk[-2])
         scores_shape = tuple(torch.broadcast_shapes(sq[:-2], sk[:-2])) + (sq[-2], sk[-2])

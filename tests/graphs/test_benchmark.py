@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -13,20 +14,51 @@ from graphs import ParameterGraph
 ROOT = Path(__file__).resolve().parents[2]
 
 
+RECORDED = ROOT / "docs/results/graphs/results.json"
+HAS_TRANSFORMERS = importlib.util.find_spec("transformers") is not None
+
+
 def test_models_are_the_ones_behind_the_readme_table():
-    recorded = persistence.read_json(ROOT / "docs/results/graphs/results.json")["rows"]
+    recorded = persistence.read_json(RECORDED)["rows"]
     assert [r["model"] for r in recorded] == list(bench.MODELS)
     for r in recorded:
-        pg = ParameterGraph.from_module(bench.MODELS[r["model"]]())
-        assert (pg.num_params, pg.num_nodes, pg.num_edges) == (r["params"], r["nodes"],
-                                                                r["edges"]), r["model"]
+        entry = bench.MODELS[r["model"]]
+        assert r["library"] == (entry.library or "project"), r["model"]
+        assert r["build"].startswith("symbolic" if entry.inputs is None else "recorded")
+        if entry.library is None:  # the real architectures: one is rebuilt below
+            pg = ParameterGraph.from_module(entry.make())
+            assert (pg.num_params, pg.num_nodes, pg.num_edges) == (r["params"], r["nodes"],
+                                                                    r["edges"]), r["model"]
+
+
+@pytest.mark.skipif(not HAS_TRANSFORMERS, reason="transformers is not installed")
+def test_a_real_architecture_is_recorded_from_its_example_inputs():
+    row = bench.measure("transformers.bert_tiny", bench.BenchmarkConfig(repeats=1, forward=False))
+    (recorded,) = [r for r in persistence.read_json(RECORDED)["rows"] if r["model"] == row["model"]]
+    assert row["build"] == "recorded [1, 16]" and row["library"] == "transformers"
+    assert (row["params"], row["nodes"], row["edges"]) == (recorded["params"], recorded["nodes"],
+                                                           recorded["edges"])
+    assert 20 < row["graph_bytes_per_edge"] < 40 and "forward_s" not in row
+
+
+def test_a_missing_library_skips_its_models(monkeypatch):
+    monkeypatch.setattr(bench.model_libraries, "load", lambda name: None)
+    row = bench.measure("torchvision.resnet18", bench.BenchmarkConfig(repeats=1))
+    assert row == {"model": "torchvision.resnet18", "skipped": "torchvision is not installed"}
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    assert bench.available_models() == [n for n, m in bench.MODELS.items() if m.library is None]
 
 
 def test_measure_reports_build_encode_and_forward():
     row = bench.measure("mlp_1k", bench.BenchmarkConfig(repeats=1, hidden=4, layers=1))
     assert (row["params"], row["nodes"], row["edges"]) == (1210, 92, 1210)
-    for key in ("build_s", "build_median_s", "encode_s", "param_pass_s", "forward_s"):
+    assert row["build"] == "symbolic" and row["library"] == "project"
+    for key in ("build_s", "build_median_s", "encode_s", "param_pass_s", "forward_s",
+                "graph_bytes_per_edge"):
         assert row[key] > 0, key
+    assert row["build_peak_bytes_per_edge"] >= 0  # 0 in a process whose freed memory it reuses
+    big = bench.measure("mlp_1k", bench.BenchmarkConfig(repeats=1, forward_max_edges=1000))
+    assert "forward_s" not in big and "1,210 edges" in big["forward_skipped"]
 
 
 def test_writes_its_reports_and_refuses_a_used_folder(tmp_path, capsys):
@@ -37,7 +69,9 @@ def test_writes_its_reports_and_refuses_a_used_folder(tmp_path, capsys):
     saved = persistence.read_json(out / "results.json")
     assert saved == result and saved["config"]["forward"] is False
     assert "forward_s" not in saved["rows"][0] and saved["rows"][0]["edges"] == 1210
-    assert (out / "results.md").read_text().startswith("| model | params |")
+    md = (out / "results.md").read_text()
+    assert f"Command: `python -m benchmarks.graph_core {' '.join(argv)}`" in md
+    assert "\n| model | build | params |" in md and "| mlp_1k | symbolic | 1,210 |" in md
     assert (out / "benchmark.png").read_bytes()[:4] == b"\x89PNG"
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit:

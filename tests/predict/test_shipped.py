@@ -40,7 +40,7 @@ def test_diverse_predictor_reads_mixed_architectures():
 def test_unreadable_modules_raise_clearly():
     predictor = load_predictor("cnn")
     with pytest.raises(UnreadableNetworkError, match="parameter graph"):
-        predictor(nn.LSTM(3, 4))
+        predictor(nn.Bilinear(3, 3, 4))  # no converter
     with pytest.raises(UnreadableNetworkError, match="digit images"):
         predictor(nn.Sequential(nn.Linear(3, 4)))  # cannot read [B, 1, 8, 8]
 

@@ -1,6 +1,11 @@
-"""Import the model libraries users bring (torchvision, timm, transformers) for the graph tests.
+"""Import the model libraries users bring (torchvision, timm, transformers).
 
-Import this module before ``torchvision`` or ``timm``: :func:`load` prepares torchvision first.
+Shared by the graph tests (tests/graphs/test_real_architectures.py) and the benchmark
+(``python -m benchmarks.graph_core``); it lives here because the benchmark does not import
+from ``tests/``.
+
+Import this module before ``torchvision``, ``timm`` or ``transformers``: :func:`load`
+prepares torchvision first.
 
 Why: the package index's torchvision wheel (0.28, the release matching torch 2.13) is a CUDA
 build. Beside the CPU torch that ``make test`` installs, its compiled operators
@@ -9,7 +14,8 @@ fake (meta) kernels for ``torchvision::nms`` and ``torchvision::qnms``: "operato
 torchvision::nms does not exist". :func:`prepare_torchvision` first tries to load the compiled
 operators itself; only if that fails does it define the two operator schemas with
 ``torch.library`` (no kernels), which is all the import needs. No model calls them (they are
-detection ops), so every architecture imports and runs. timm imports torchvision too. With a
+detection ops), so every architecture imports and runs. timm imports torchvision too, and
+transformers does when it is installed (its vision models). With a
 torchvision whose operators load (a matching CPU build) nothing is defined.
 """
 
@@ -56,9 +62,10 @@ def prepare_torchvision() -> None:
 
 
 def load(name: str) -> ModuleType | None:
-    """Import a model library, or ``None`` when it is not installed (its tests are skipped)."""
+    """Import a model library, or ``None`` when it is not installed (its tests and benchmark
+    rows are skipped)."""
     if importlib.util.find_spec(name) is None:
         return None
-    if name in ("torchvision", "timm"):
+    if name in ("torchvision", "timm", "transformers"):  # the last two import torchvision
         prepare_torchvision()
     return importlib.import_module(name)
