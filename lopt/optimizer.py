@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from collections.abc import Callable
@@ -14,6 +15,16 @@ from lopt.checkpoint import LearnedOptimizer, load_learned_optimizer
 from lopt.update import UpdateState, init_state, learned_update
 
 __all__ = ["GMNOptimizer"]
+
+
+def _check_hyper(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(
+            value) or value < 0:
+        raise ValueError(f"invalid {name}: {value!r} (a finite number >= 0 is required)")
+
+
+def _finite(t: Tensor | None) -> bool:
+    return t is None or bool(torch.isfinite(t).all())
 
 
 class GMNOptimizer(torch.optim.Optimizer):
@@ -36,14 +47,20 @@ class GMNOptimizer(torch.optim.Optimizer):
             checkpoint's own learned weight decay :math:`\omega` if it has one (the shipped
             one has none: :mod:`lopt.calibrate` found 0 best for it).
 
-    Non-finite gradients never reach the weights: the affected tensors (and their state)
-    are left unchanged that step, with one warning. Parameters without a gradient are skipped.
+    Non-finite values never spread: a tensor whose gradient, value or optimizer state is not
+    finite is left unchanged that step (one warning) and enters the GMN's message passing as
+    zeros, so it cannot reach other tensors. Parameters without a gradient are skipped.
+    ``lr`` and ``weight_decay`` must be finite and >= 0 (checked again at every step, so a
+    scheduler cannot slip a NaN in). Any floating dtype works: the update is computed in
+    float32 (float64 when every parameter is float64) and cast back to each parameter's dtype.
+    The step counter is also kept per parameter (``state[p]["step"]``, as torch's Adam does),
+    so ``torch.distributed.checkpoint``'s optimizer state dicts resume it.
     """
 
     def __init__(self, model: nn.Module, checkpoint: str | os.PathLike | LearnedOptimizer |
                  None = None, lr: float = 1.0, weight_decay: float = 0.0):
-        if lr < 0:
-            raise ValueError(f"invalid lr {lr}")
+        _check_hyper("lr", lr)
+        _check_hyper("weight_decay", weight_decay)
         self.graph = ParameterGraph.from_module(model)
         named = dict(model.named_parameters())
         uncovered = [n for n, p in named.items() if p.requires_grad and n not in
@@ -79,36 +96,42 @@ class GMNOptimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        params, grads, lrs, wds, active = {}, {}, {}, {}, {}
+        for group in self.param_groups:
+            _check_hyper("lr", group["lr"])
+            _check_hyper("weight_decay", group["weight_decay"])
+        every = [p for group in self.param_groups for p in group["params"]]
+        compute = torch.float64 if all(p.dtype == torch.float64 for p in every) \
+            else torch.float32
+        cfg = self.learned.update
+        names = list(init_state({"x": every[0]}, cfg).slots())  # m0 .. v
+        params, grads, slots, lrs, wds, active = {}, {}, {n: {} for n in names}, {}, {}, {}
         for group in self.param_groups:
             for p in group["params"]:
                 n = self._names[p]
-                params[n] = p.detach()
+                st = self.state.get(p, {})  # .get: no empty entries for skipped params
                 g = p.grad
-                ok = g is not None
-                if ok and not bool(torch.isfinite(g).all()):
-                    ok = False
-                    if not self._warned:
-                        warnings.warn(
-                            f"GMNOptimizer: non-finite gradient in {n!r}; the affected tensors "
-                            "are left unchanged this step (warned once)",
-                            RuntimeWarning, stacklevel=2,
-                        )
-                        self._warned = True
-                grads[n] = g.detach() if ok else torch.zeros_like(p)
+                clean = _finite(p) and all(_finite(st.get(k)) for k in names)
+                ok = g is not None and _finite(g) and clean
+                if g is not None and not ok and not self._warned:
+                    warnings.warn(
+                        f"GMNOptimizer: non-finite gradient, value or state in {n!r}; the "
+                        "affected tensors are left unchanged this step (warned once)",
+                        RuntimeWarning, stacklevel=2,
+                    )
+                    self._warned = True
+                zero = torch.zeros(p.shape, dtype=compute, device=p.device)
+                params[n] = p.detach().to(compute) if clean else zero
+                grads[n] = g.detach().to(compute) if ok else zero
+                for k in names:
+                    if clean and k in st:
+                        slots[k][n] = st[k].to(compute)
+                    else:
+                        slots[k][n] = zero
                 lrs[n], wds[n], active[n] = group["lr"], group["weight_decay"], ok
         if not any(active.values()):
             return loss
         ref = next(iter(params.values()))
         scales = self._weights(ref)
-        cfg = self.learned.update
-        slots = init_state(params, cfg).slots()
-        for group in self.param_groups:
-            for p in group["params"]:
-                st = self.state.get(p, {})  # .get: no empty entries for skipped params
-                for k in slots:
-                    if k in st:
-                        slots[k][self._names[p]] = st[k]
         step = torch.tensor(float(self._step), dtype=ref.dtype, device=ref.device)
         state = UpdateState.from_slots(step, slots)
         new_params, new_state = learned_update(
@@ -116,15 +139,17 @@ class GMNOptimizer(torch.optim.Optimizer):
         )
         new_slots = new_state.slots()
         self._step += 1
+        counter = torch.tensor(float(self._step))
         for group in self.param_groups:
             for p in group["params"]:
                 n = self._names[p]
                 if not active[n]:
                     continue
-                p.copy_(new_params[n])
+                p.copy_(new_params[n].to(p.dtype))
                 st = self.state[p]
-                for k in slots:
+                for k in names:
                     st[k] = new_slots[k][n]
+                st["step"] = counter
         return loss
 
     # ------------------------------------------------------------------ (de)serialisation
@@ -134,6 +159,33 @@ class GMNOptimizer(torch.optim.Optimizer):
         return sd
 
     def load_state_dict(self, state_dict: dict) -> None:
+        """Restore a :meth:`state_dict`; another optimizer's state, another model's, or a
+        negative step counter is refused before anything changes."""
         state_dict = dict(state_dict)
-        self._step = int(state_dict.pop("lopt_step", 0))
+        step = state_dict.pop("lopt_step", None)
+        names = set(init_state({"x": torch.zeros(1)}, self.learned.update).slots()) | {"step"}
+        order = [p for group in self.param_groups for p in group["params"]]
+        index = [i for group in state_dict.get("param_groups", []) for i in group["params"]]
+        if len(index) != len(order):
+            raise ValueError(f"the state dict holds {len(index)} parameters, this optimizer "
+                             f"{len(order)}: it belongs to another model")
+        shape_of = {i: order[k].shape for k, i in enumerate(index)}
+        steps = []
+        for i, st in state_dict.get("state", {}).items():
+            foreign = sorted(set(st) - names)
+            if foreign:
+                raise ValueError(f"not a GMNOptimizer state: parameter {i} holds {foreign} "
+                                 f"(expected {sorted(names)}); another optimizer's state?")
+            for k, v in st.items():
+                if k == "step":
+                    steps.append(float(v))
+                elif i not in shape_of or tuple(v.shape) != tuple(shape_of[i]):
+                    raise ValueError(f"state '{k}' of parameter {i} has shape "
+                                     f"{tuple(v.shape)}, the parameter "
+                                     f"{tuple(shape_of.get(i, ()))}: another model's state")
+        if step is None:  # a state dict torch.distributed.checkpoint rebuilt: per-parameter
+            step = int(max(steps)) if steps else 0
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            raise ValueError(f"invalid lopt_step {step!r} (an integer >= 0 is required)")
         super().load_state_dict(state_dict)
+        self._step = step

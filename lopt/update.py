@@ -209,7 +209,11 @@ def learned_update(
     momenta = [{n: b * m[n] + (1 - b) * grads[n] for n in names}
                for b, m in zip(cfg.momentum_decays, state.momenta, strict=True)]
     bv = cfg.second_moment_decay
-    second = {n: bv * state.second[n] + (1 - bv) * grads[n].square() for n in names}
+    # a finite gradient above sqrt(dtype max) would square to inf (and the features to NaN):
+    # the second moment saturates at the largest finite value instead (identity otherwise)
+    second = {n: torch.nan_to_num(bv * state.second[n] + (1 - bv) * grads[n].square(),
+                                  posinf=torch.finfo(grads[n].dtype).max)
+              for n in names}
     corr1 = 1 - cfg.momentum_decays[0] ** step
     corr2 = 1 - bv**step
     direction = {
