@@ -30,6 +30,14 @@ SEQ = "seq"  # [B, T, F] (features last)
 UNKNOWN = "unknown"
 
 
+def layout_of(ndim: int, axis: int) -> str | None:
+    """The layout of a rank-``ndim`` tensor whose neurons are on ``axis`` (``>= 0``), or
+    ``None`` when no usual layout puts them there."""
+    if axis == 1:
+        return FLAT if ndim == 2 else SPATIAL
+    return SEQ if axis == ndim - 1 else None
+
+
 @dataclass(frozen=True)
 class Group:
     """The neurons along the feature axis of one activation tensor.

@@ -21,7 +21,7 @@ import dataclasses
 import torch
 from torch import Tensor
 
-from graphs.builder import FLAT, SEQ, SPATIAL, UNKNOWN, Group
+from graphs.builder import UNKNOWN, Group, layout_of
 
 NO_NEURON = -1
 
@@ -78,20 +78,18 @@ def group_of(lab: Tensor, like: Group) -> Group:
         return dataclasses.replace(like, ids=lab.flatten(), lab=lab, ndim=n, axis=None,
                                    repeat=None, layout=UNKNOWN)
     a = axes[0] if axes else max(n - 1, 0)
-    layout = (FLAT if n == 2 else SPATIAL) if a == 1 else SEQ if a == n - 1 else UNKNOWN
-    like = dataclasses.replace(like, layout=layout)
+    like = dataclasses.replace(like, layout=layout_of(n, a) or UNKNOWN, lab=None, ndim=n,
+                               axis=a)
     ids = lab.flatten()
-    unique = torch.unique(ids)
-    if unique.numel() == ids.numel():
-        return dataclasses.replace(like, ids=ids, lab=None, ndim=n, axis=a, repeat=None)
-    for mode in ("interleave", "tile"):
-        for c in range(1, ids.numel()):
-            if ids.numel() % c:
-                continue
-            base = ids[:c] if mode == "tile" else ids[:: ids.numel() // c]
-            k = ids.numel() // c
-            again = base.repeat_interleave(k) if mode == "interleave" else base.repeat(k)
-            if torch.unique(base).numel() == c and torch.equal(again, ids):
-                return dataclasses.replace(like, ids=base, lab=None, ndim=n, axis=a,
-                                           repeat=mode)
+    c = torch.unique(ids).numel()
+    if c == ids.numel():
+        return dataclasses.replace(like, ids=ids, repeat=None)
+    # a flattened group: each neuron repeated k times in a row, or the group repeated k times
+    k = ids.numel() // c
+    if c * k == ids.numel():
+        base = torch.unique_consecutive(ids)
+        if base.numel() == c and torch.equal(base.repeat_interleave(k), ids):
+            return dataclasses.replace(like, ids=base, repeat="interleave")
+        if torch.equal(ids[:c].repeat(k), ids):
+            return dataclasses.replace(like, ids=ids[:c], repeat="tile")
     raise LabelError("it repeats neurons along one axis in an order the tracer does not model")

@@ -23,7 +23,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
-from graphs.builder import FLAT, SEQ, SPATIAL, UNKNOWN, GraphBuilder, Group, ParamRef
+from graphs.builder import (
+    FLAT,
+    SEQ,
+    SPATIAL,
+    UNKNOWN,
+    GraphBuilder,
+    Group,
+    ParamRef,
+    layout_of,
+)
 from graphs.converters import (
     find_converter,
     named_affine,
@@ -284,10 +293,7 @@ class _Walker:
         layout = x.layout
         if n is not None:
             a = a + n if a < 0 else a
-            if a == 1:
-                layout = FLAT if n == 2 else SPATIAL
-            elif a == n - 1:
-                layout = SEQ
+            layout = layout_of(n, a) or layout
         elif a == -1 and layout == SPATIAL:
             layout = FLAT
         out = dataclasses.replace(x, layout=layout, ndim=n, axis=a, **changes)
@@ -811,9 +817,9 @@ class _Walker:
                 return self.moved(node, name, target, method, None, args, kwargs)
             if not factored:
                 return _UNHANDLED
-            if name in _FACTORED_PASS or name in ("cat", "concat", "stack"):
-                if name in ("cat", "concat", "stack"):
-                    return self.moved(node, name, target, method, None, args, kwargs)
+            if name in ("cat", "concat", "stack"):
+                return self.moved(node, name, target, method, None, args, kwargs)
+            if name in _FACTORED_PASS:
                 kind = activation_kind(name) if method else activation_kind(target)
                 if kind not in (Activation.NONE, Activation.OTHER):
                     self.b.set_activation(x, kind)
@@ -849,7 +855,7 @@ class _Walker:
                 raise LabelError("it concatenates a tensor split into heads with other values")
             full = [labels(t, self.shape(n)).expand(self.shape(n)) for t, n in pairs]
             out = compact(target(full, *args[1:], **kwargs))
-            if x is None and not pairs[0][0].factored:
+            if not pairs[0][0].factored:
                 out = self.copies(out)
             return group_of(out, pairs[0][0])
         rest = list(args[1:])
@@ -988,9 +994,7 @@ class _Walker:
             return groups[0][0]
         (a, na), (b, nb) = groups
         la, lb = labels(a, self.shape(na)), labels(b, self.shape(nb))
-        full_a = la.expand(out_shape) if la.dim() == len(out_shape) else None
-        full_b = lb.expand(out_shape) if lb.dim() == len(out_shape) else None
-        if full_a is None or full_b is None or la.shape != lb.shape:
+        if la.dim() != len(out_shape) or la.shape != lb.shape:
             raise LabelError("it combines two tensors whose neurons lie along different axes")
         if torch.equal(la, lb):
             return a

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from graphs import ParameterGraph
 from lopt.checkpoint import LearnedOptimizer, load_learned_optimizer
-from lopt.update import UpdateState, init_state, learned_update
+from lopt.update import UpdateState, learned_update, slot_names
 
 __all__ = ["GMNOptimizer"]
 
@@ -103,7 +103,7 @@ class GMNOptimizer(torch.optim.Optimizer):
         compute = torch.float64 if all(p.dtype == torch.float64 for p in every) \
             else torch.float32
         cfg = self.learned.update
-        names = list(init_state({"x": every[0]}, cfg).slots())  # m0 .. v
+        names = slot_names(len(cfg.momentum_decays))
         params, grads, slots, lrs, wds, active = {}, {}, {n: {} for n in names}, {}, {}, {}
         for group in self.param_groups:
             for p in group["params"]:
@@ -119,14 +119,12 @@ class GMNOptimizer(torch.optim.Optimizer):
                         RuntimeWarning, stacklevel=2,
                     )
                     self._warned = True
-                zero = torch.zeros(p.shape, dtype=compute, device=p.device)
+                zero = None if ok and all(k in st for k in names) else \
+                    torch.zeros(p.shape, dtype=compute, device=p.device)
                 params[n] = p.detach().to(compute) if clean else zero
                 grads[n] = g.detach().to(compute) if ok else zero
                 for k in names:
-                    if clean and k in st:
-                        slots[k][n] = st[k].to(compute)
-                    else:
-                        slots[k][n] = zero
+                    slots[k][n] = st[k].to(compute) if clean and k in st else zero
                 lrs[n], wds[n], active[n] = group["lr"], group["weight_decay"], ok
         if not any(active.values()):
             return loss
@@ -163,7 +161,7 @@ class GMNOptimizer(torch.optim.Optimizer):
         negative step counter is refused before anything changes."""
         state_dict = dict(state_dict)
         step = state_dict.pop("lopt_step", None)
-        names = set(init_state({"x": torch.zeros(1)}, self.learned.update).slots()) | {"step"}
+        names = {*slot_names(len(self.learned.update.momentum_decays)), "step"}
         order = [p for group in self.param_groups for p in group["params"]]
         index = [i for group in state_dict.get("param_groups", []) for i in group["params"]]
         if len(index) != len(order):

@@ -38,7 +38,8 @@ from torch.utils._pytree import register_dataclass
 
 from lopt.features import num_features, step_features, tensor_features
 
-__all__ = ["UpdateConfig", "UpdateState", "init_scales", "init_state", "learned_update"]
+__all__ = ["UpdateConfig", "UpdateState", "init_scales", "init_state", "learned_update",
+           "slot_names"]
 
 
 
@@ -59,8 +60,9 @@ class UpdateState:
     second: dict[str, Tensor]
 
     def slots(self) -> dict[str, dict[str, Tensor]]:
-        """Per-parameter buffers by their stored names: ``m0 .. m{K-1}`` and ``v``."""
-        return {**{f"m{k}": m for k, m in enumerate(self.momenta)}, "v": self.second}
+        """Per-parameter buffers by their stored names (:func:`slot_names`)."""
+        return dict(zip(slot_names(len(self.momenta)), (*self.momenta, self.second),
+                        strict=True))
 
     @classmethod
     def from_slots(cls, step: Tensor, slots: Mapping[str, Mapping[str, Tensor]]) -> UpdateState:
@@ -73,6 +75,11 @@ class UpdateState:
         return UpdateState(fn(self.step), tuple({n: fn(t) for n, t in m.items()}
                                                 for m in self.momenta),
                            {n: fn(t) for n, t in self.second.items()})
+
+
+def slot_names(num_momenta: int) -> list[str]:
+    """Stored names of the per-parameter buffers: ``m0 .. m{K-1}`` and ``v``."""
+    return [*(f"m{k}" for k in range(num_momenta)), "v"]
 
 
 register_dataclass(UpdateState)
