@@ -4,6 +4,7 @@ from graphs.converters import register_converter
 from graphs.errors import GraphConstructionError, UnsupportedModuleError, UntraceableModuleError
 from graphs.features import Activation, EdgeType, NodeType
 from graphs.gmn import GMN, GMNConfig, GMNOutput
+from graphs.neuron_gmn import NeuronGMN, NeuronGMNConfig
 from graphs.parameter_graph import ParameterGraph, batch_graphs, unbatch_edges
 
 __all__ = [
@@ -13,6 +14,8 @@ __all__ = [
     "GMNConfig",
     "GMNOutput",
     "GraphConstructionError",
+    "NeuronGMN",
+    "NeuronGMNConfig",
     "NodeType",
     "ParameterGraph",
     "UnsupportedModuleError",

@@ -34,7 +34,7 @@ from common.persistence import (
     write_checkpoint,
 )
 from graphs import params as graph_params
-from lopt.nets import NET_KINDS, build_net
+from lopt.nets import NET_KINDS, build_net, net_hparams
 from lopt.update import UpdateConfig, init_scales
 
 __all__ = [
@@ -82,8 +82,7 @@ class LearnedOptimizer:
               update: UpdateConfig | None = None, seed: int = 0) -> LearnedOptimizer:
         """An untrained learned optimizer (behaves exactly like Adam, step ``alpha_init``)."""
         update = update or UpdateConfig()
-        hp = dict(in_channels=update.in_channels, out_channels=update.out_channels,
-                  hidden=hidden, layers=layers)
+        hp = net_hparams(net_kind, update, hidden, layers)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             net = build_net(net_kind, hp)
@@ -162,6 +161,17 @@ def learned_optimizer_from_files(blobs: dict[str, bytes], folder: str | os.PathL
     return learned_optimizer_from(str(folder), config, tensors, device)
 
 
+def _net_field_ok(key: str, value) -> bool:
+    """Net sizes are positive integers (a context size may be 0); ``read_channels`` a list
+    of channel indices or null; ``aggr`` a string."""
+    if key == "read_channels":
+        return value is None or (isinstance(value, (list, tuple)) and all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value))
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return False
+    return not isinstance(value, int) or value >= (0 if key == "context_channels" else 1)
+
+
 def _parse_config(config: dict, where: str) -> tuple[str, dict, UpdateConfig]:
     """``(net_kind, net hparams, update config)``, each field checked; errors name it."""
     where = f"{where}/{CONFIG_FILE}" if not where.startswith("shipped") else where
@@ -171,8 +181,7 @@ def _parse_config(config: dict, where: str) -> tuple[str, dict, UpdateConfig]:
                               f"{sorted(NET_KINDS)}")
     hp = require(config, "net", dict, where)
     for key, value in hp.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float, str)) or (
-                isinstance(value, int) and value < 1):
+        if not _net_field_ok(key, value):
             raise CheckpointError(f"{where}: field 'net.{key}' = {value!r} is not accepted "
                                   "(net sizes are positive integers)")
     raw = require(config, "update", dict, where)

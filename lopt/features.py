@@ -1,4 +1,4 @@
-r"""Per-parameter input features of the learned optimizer.
+r"""Per-entry input features of the learned optimizer, on flat ``[B, C, P]`` entries.
 
 For every parameter tensor the optimizer keeps momenta :math:`m_k` at the decays
 ``momentum_decays`` and a second-moment estimate :math:`v`. The features of one step are
@@ -9,70 +9,92 @@ For every parameter tensor the optimizer keeps momenta :math:`m_k` at the decays
 
 (the mean is over the entries of one tensor, so the scaling is invariant to permuting
 neurons), where :math:`d = \hat m_1 / (\sqrt{\hat v} + \epsilon)` is the bias-corrected Adam
-direction, followed by the step features :math:`\tanh(t / \tau - 1)` for each ``tau`` in
-``step_taus`` — per-step scalars broadcast to every entry, not normalised.
+direction, and the step features :math:`\tanh(t / \tau - 1)` for each ``tau`` in
+``step_taus`` — per-step scalars, not normalised: a context vector for nets that read one
+(:class:`graphs.NeuronGMN`), channels broadcast to every entry for the others.
+
+Entries are kept flat, all tensors of a network one after the other in the parameter
+graph's order: ``[B, P]`` per quantity (``B`` networks of a population, 1 for one network),
+so a step costs a fixed number of vectorised passes, whatever the number of tensors.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
-__all__ = ["normalize", "num_features", "step_features", "tensor_features"]
+__all__ = ["entry_features", "normalize", "num_features", "num_tensor_features",
+           "step_features"]
 
 
-def normalize(x: Tensor, eps: float = 1e-5, batch_dims: int = 0) -> Tensor:
+def normalize(x: Tensor, numels: Tensor, eps: float = 1e-5) -> Tensor:
     r"""Per-tensor second-moment normalisation :math:`x / \sqrt{\epsilon + \mathrm{mean}(x^2)}`.
 
-    With ``batch_dims=1`` the leading dimension indexes a population of networks and each
-    member's tensor is normalised on its own.
+    ``x`` is ``[..., P]`` with the entries of tensors of sizes ``numels`` (``[T]``, summing
+    to ``P``) one after the other; every leading index (a channel, a population member) is
+    normalised on its own.
     """
-    if batch_dims == 0:
-        return x * torch.rsqrt(eps + x.square().mean())
-    ms = x.square().mean(dim=tuple(range(batch_dims, x.dim())), keepdim=True)
-    return x * torch.rsqrt(eps + ms)
+    if x.requires_grad or torch._C._functorch.is_functorch_wrapped_tensor(x):
+        inv = torch.rsqrt(eps + _tensor_sums(x.square(), numels) / numels.to(x.dtype))
+        return x * torch.repeat_interleave(inv, numels, dim=-1, output_size=x.shape[-1])
+    return _normalize_(x.clone(), numels, eps)
+
+
+def _normalize_(x: Tensor, numels: Tensor, eps: float) -> Tensor:
+    """:func:`normalize` in place, without autograd: one reduction per tensor and one fused
+    in-place scaling of all of them (broadcasting ``T`` scales over ``P`` entries by an index
+    costs ~10x more on CPU)."""
+    pieces = list(torch.split(x, numels.tolist(), -1))
+    mean_sq = [torch.linalg.vector_norm(piece, dim=-1, keepdim=True) for piece in pieces]
+    torch._foreach_mul_(mean_sq, mean_sq)
+    torch._foreach_div_(mean_sq, [float(piece.shape[-1]) for piece in pieces])
+    torch._foreach_add_(mean_sq, eps)
+    torch._foreach_rsqrt_(mean_sq)
+    torch._foreach_mul_(pieces, mean_sq)
+    return x
+
+
+def _tensor_sums(x: Tensor, numels: Tensor) -> Tensor:
+    """``[..., P] -> [..., T]``: the sum over each tensor's entries."""
+    if torch._C._functorch.is_functorch_wrapped_tensor(x):
+        # inside torch.func transforms (vmap has no rule for segment_reduce): an index_add
+        ids = torch.repeat_interleave(torch.arange(numels.numel(), device=x.device), numels,
+                                      output_size=x.shape[-1])
+        return x.new_zeros(*x.shape[:-1], numels.numel()).index_add(-1, ids, x)
+    lengths = numels.expand(*x.shape[:-1], numels.numel())
+    return torch.segment_reduce(x, "sum", lengths=lengths, axis=x.dim() - 1)
+
+
+def num_tensor_features(num_momenta: int) -> int:
+    """Per-entry channels: parameter, gradient, momenta, sqrt(v), Adam direction."""
+    return 2 + num_momenta + 2
 
 
 def num_features(num_momenta: int, num_taus: int) -> int:
-    """Channels per entry: parameter, gradient, momenta, sqrt(v), Adam direction, step taus."""
-    return 2 + num_momenta + 2 + num_taus
+    """Per-entry channels plus the step features broadcast as channels."""
+    return num_tensor_features(num_momenta) + num_taus
 
 
-def step_features(step: Tensor, taus: Sequence[float]) -> list[Tensor]:
-    r"""``[tanh(t / tau - 1) for tau in taus]``: scalar tensors of ``step``'s dtype."""
-    return [torch.tanh(step / tau - 1.0) for tau in taus]
+def step_features(step: Tensor, taus: Sequence[float]) -> Tensor:
+    r"""``[tanh(t / tau - 1) for tau in taus]`` as one ``[len(taus)]`` tensor."""
+    return torch.tanh(step / torch.tensor(taus, dtype=step.dtype, device=step.device) - 1.0)
 
 
-def tensor_features(
-    params: Mapping[str, Tensor],
-    grads: Mapping[str, Tensor],
-    momenta: Sequence[Mapping[str, Tensor]],
-    second: Mapping[str, Tensor],
-    direction: Mapping[str, Tensor],
-    step_feats: Sequence[Tensor],
-    batch_dims: int = 0,
-) -> list[dict[str, Tensor]]:
-    """The feature channels, one parameter-shaped dict each (the GMN's ``*feature_dicts``).
+def entry_features(params: Tensor, grads: Tensor, momenta: Sequence[Tensor], second: Tensor,
+                   direction: Tensor, numels: Tensor) -> Tensor:
+    """The normalised per-entry channels ``[B, C, P]`` from flat ``[B, P]`` quantities.
 
     Args:
-        params, grads: ``{name: [*shape]}``.
-        momenta: one ``{name: [*shape]}`` per momentum decay (already updated this step).
+        params, grads: ``[B, P]``.
+        momenta: one ``[B, P]`` per momentum decay (already updated this step).
         second: the second-moment estimate ``v`` (already updated).
         direction: the bias-corrected Adam direction.
-        step_feats: scalar step features (see :func:`step_features`).
-        batch_dims: 1 when every tensor is stacked ``[P, *shape]`` over a population of
-            networks (each member normalised on its own), else 0.
-
-    Returns:
-        ``num_features(len(momenta), len(step_feats))`` dicts ``{name: [*shape]}``.
+        numels: ``[T]`` entries per tensor (int64, on the entries' device).
     """
-    names = list(params)
     # the tiny offset keeps d sqrt(v) / dv finite where v = 0 (meta-gradients would be NaN)
-    root_v = {n: (second[n] + 1e-30).sqrt() for n in names}
-    per_tensor = [params, grads, *momenta, root_v, direction]
-    out = [{n: normalize(ch[n], batch_dims=batch_dims) for n in names} for ch in per_tensor]
-    for s in step_feats:
-        out.append({n: s.to(params[n].dtype).expand(params[n].shape) for n in names})
-    return out
+    raw = torch.stack([params, grads, *momenta, (second + 1e-30).sqrt(), direction], 1)
+    if raw.requires_grad or torch._C._functorch.is_functorch_wrapped_tensor(raw):
+        return normalize(raw, numels)
+    return _normalize_(raw, numels, 1e-5)  # raw is ours: no copy

@@ -1,7 +1,13 @@
-r"""The networks that read the features: a GMN, or a per-parameter MLP baseline.
+r"""The networks that read the features: the cheap GMN, the per-edge GMN, or a per-parameter MLP.
 
-Both are called as ``net(graph, *feature_dicts)`` and return ``{name: [*shape, out]}``; both
-start with a zero output head, so a fresh learned optimizer is exactly Adam
+* ``"neuron"`` (:class:`graphs.NeuronGMN`): per entry a constant few operations, message
+  passing on neurons; reads the entries flat ``[B, C, P]`` and the step features as context.
+* ``"gmn"`` (:class:`graphs.GMN`): a ``hidden``-wide state on every edge through every block
+  (the net of the first shipped optimizer; its cost is ``O(entries x hidden)``).
+* ``"mlp"``: a per-parameter MLP, the ablation without the graph.
+
+The last two are called as ``net(graph, *feature_dicts)`` and return ``{name: [*shape,
+out]}``. All start with a zero output head, so a fresh learned optimizer is exactly Adam
 (see :mod:`lopt.update`). The per-parameter MLP applies one MLP to every entry's feature
 vector independently — the learned optimizer of *learned_optimization* without message
 passing — and ignores the graph's structure.
@@ -15,9 +21,9 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor, nn
 
-from graphs import GMN
+from graphs import GMN, NeuronGMN
 
-__all__ = ["NET_KINDS", "PerParameterMLP", "build_net"]
+__all__ = ["NET_KINDS", "PerParameterMLP", "build_net", "net_hparams"]
 
 
 @dataclass
@@ -60,8 +66,18 @@ class PerParameterMLP(nn.Module):
         return asdict(self.config)
 
 
-NET_KINDS = {"gmn": GMN, "mlp": PerParameterMLP}
+NET_KINDS = {"neuron": NeuronGMN, "gmn": GMN, "mlp": PerParameterMLP}
 """Net classes by the name meta_train's ``--model`` and checkpoints use."""
+
+
+def net_hparams(kind: str, update, hidden: int, layers: int) -> dict:
+    """The constructor arguments of a fresh net of ``kind`` for the update rule ``update``."""
+    if kind == "neuron":
+        return dict(in_channels=update.entry_channels, out_channels=update.out_channels,
+                    hidden=hidden, layers=layers, context_channels=len(update.step_taus),
+                    read_channels=update.read_channels)
+    return dict(in_channels=update.in_channels, out_channels=update.out_channels,
+                hidden=hidden, layers=layers)
 
 
 def build_net(kind: str, hparams: Mapping) -> nn.Module:

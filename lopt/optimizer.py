@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import warnings
@@ -12,7 +13,7 @@ from torch import Tensor, nn
 
 from graphs import ParameterGraph
 from lopt.checkpoint import LearnedOptimizer, load_learned_optimizer
-from lopt.update import UpdateState, learned_update, slot_names
+from lopt.update import slot_names, update_entries
 
 __all__ = ["GMNOptimizer"]
 
@@ -70,6 +71,7 @@ class GMNOptimizer(torch.optim.Optimizer):
         params = [named[n] for n in self.graph.param_names]
         super().__init__(params, {"lr": lr, "weight_decay": weight_decay})
         self._names = {p: n for n, p in zip(self.graph.param_names, params)}
+        self._order = params
         if not isinstance(checkpoint, LearnedOptimizer):
             checkpoint = load_learned_optimizer(checkpoint)
         self.learned = checkpoint
@@ -77,6 +79,11 @@ class GMNOptimizer(torch.optim.Optimizer):
         self._step = 0
         self._warned = False
         self._cache_key = None
+        self._flat: Tensor | None = None  # [slots, P]: see _buffers
+        self._views: list[list[Tensor]] = [[]]
+        self._bad_state: set[Tensor] = set()
+        bounds = [0, *itertools.accumulate(self.graph.param_numels)]
+        self._spans = list(zip(bounds[:-1], bounds[1:]))
 
     # ------------------------------------------------------------------ helpers
     def _weights(self, ref: Tensor) -> dict[str, Tensor]:
@@ -89,6 +96,45 @@ class GMNOptimizer(torch.optim.Optimizer):
             self._cache_key = key
         return self._scales
 
+    def _params(self) -> list[Tensor]:
+        """The parameters in the graph's entry order."""
+        return self._order
+
+    def _buffers(self, compute: torch.dtype) -> Tensor:
+        """The optimizer state of every entry as one ``[slots, P]`` buffer (allocated once).
+
+        ``state[p]`` holds views of it, so ``state_dict`` / ``load_state_dict`` and
+        ``torch.distributed.checkpoint`` see the usual per-parameter tensors while a step
+        updates all of them in a few vectorised operations. State loaded into ``self.state``
+        (``load_state_dict``) is packed into the buffer here.
+        """
+        params = self._params()
+        ref = params[0]
+        names = slot_names(len(self.learned.update.momentum_decays))
+        flat = self._flat
+        if flat is None or flat.dtype != compute or flat.device != ref.device or any(
+                self.state.get(p, {}).get(names[0]) is not v
+                for p, v in zip(params, self._views[0])):
+            old = flat
+            flat = torch.zeros(len(names), self.graph.num_params, dtype=compute, device=ref.device)
+            views = [list(torch.split(row, self.graph.param_numels)) for row in flat]
+            views = [[v.view(p.shape) for v, p in zip(row, params)] for row in views]
+            for k, key in enumerate(names):
+                for p, v in zip(params, views[k]):
+                    st = self.state.get(p)
+                    if st is not None and key in st:
+                        v.copy_(st[key])
+                    elif old is not None:  # a slot someone deleted: start it from zero
+                        v.zero_()
+                    if st is not None or p in self.state:
+                        self.state[p][key] = v
+            self._flat, self._views = flat, views
+            # a loaded state may hold non-finite values: those tensors stay masked
+            bad = [p for p in params if not all(_finite(self.state.get(p, {}).get(key))
+                                                for key in names)]
+            self._bad_state = set(bad)
+        return flat
+
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
         """One learned update of every parameter that has a finite gradient."""
@@ -99,56 +145,91 @@ class GMNOptimizer(torch.optim.Optimizer):
         for group in self.param_groups:
             _check_hyper("lr", group["lr"])
             _check_hyper("weight_decay", group["weight_decay"])
-        every = [p for group in self.param_groups for p in group["params"]]
-        compute = torch.float64 if all(p.dtype == torch.float64 for p in every) \
+        params = self._params()
+        compute = torch.float64 if all(p.dtype == torch.float64 for p in params) \
             else torch.float32
         cfg = self.learned.update
-        names = slot_names(len(cfg.momentum_decays))
-        params, grads, slots, lrs, wds, active = {}, {}, {n: {} for n in names}, {}, {}, {}
-        for group in self.param_groups:
-            for p in group["params"]:
-                n = self._names[p]
-                st = self.state.get(p, {})  # .get: no empty entries for skipped params
-                g = p.grad
-                clean = _finite(p) and all(_finite(st.get(k)) for k in names)
-                ok = g is not None and _finite(g) and clean
-                if g is not None and not ok and not self._warned:
-                    warnings.warn(
-                        f"GMNOptimizer: non-finite gradient, value or state in {n!r}; the "
-                        "affected tensors are left unchanged this step (warned once)",
-                        RuntimeWarning, stacklevel=2,
-                    )
-                    self._warned = True
-                zero = None if ok and all(k in st for k in names) else \
-                    torch.zeros(p.shape, dtype=compute, device=p.device)
-                params[n] = p.detach().to(compute) if clean else zero
-                grads[n] = g.detach().to(compute) if ok else zero
-                for k in names:
-                    slots[k][n] = st[k].to(compute) if clean and k in st else zero
-                lrs[n], wds[n], active[n] = group["lr"], group["weight_decay"], ok
-        if not any(active.values()):
+        flat = self._buffers(compute)
+        grads = [p.grad for p in params]
+        g = torch.cat([(x if x is not None else torch.zeros_like(p)).reshape(-1).to(compute)
+                       for x, p in zip(grads, params)])
+        x = torch.cat([p.detach().reshape(-1).to(compute) for p in params])
+        # the common case costs two reductions; only a non-finite value or a missing gradient
+        # takes the per-tensor path
+        all_ok = bool((g.sum() + x.sum()).isfinite())  # (an overflow only takes the slow path)
+        active = [True] * len(params)
+        if not all_ok or self._bad_state or any(v is None for v in grads):
+            active = self._mask(params, grads, g, x, flat)
+        if not any(active):
             return loss
-        ref = next(iter(params.values()))
-        scales = self._weights(ref)
-        step = torch.tensor(float(self._step), dtype=ref.dtype, device=ref.device)
-        state = UpdateState.from_slots(step, slots)
-        new_params, new_state = learned_update(
-            self.learned.net, None, scales, self.graph, params, grads, state, cfg, lrs, wds
+        scales = self._weights(x)
+        k = len(cfg.momentum_decays)
+        lr = self._per_entry("lr", x)
+        wd = self._per_entry("weight_decay", x)
+        step = torch.tensor(float(self._step + 1), dtype=compute, device=x.device)
+        saved = {i: flat[:, a:b].clone() for i, (a, b) in enumerate(self._spans)
+                 if not active[i]}
+        new, momenta, second = update_entries(
+            self.learned.net, None, scales, self.graph, x[None], g[None],
+            tuple(flat[j][None] for j in range(k)), flat[k][None], step, cfg, lr, wd,
+            stacked=False,
         )
-        new_slots = new_state.slots()
+        for j, m in enumerate(momenta):
+            flat[j].copy_(m[0])
+        flat[k].copy_(second[0])
+        for i, old in saved.items():  # masked tensors keep their state
+            a, b = self._spans[i]
+            flat[:, a:b].copy_(old)
         self._step += 1
+        pieces = torch.split(new[0], self.graph.param_numels)
+        dest = [p for p, a in zip(params, active) if a]
+        torch._foreach_copy_(dest, [v.view(p.shape) for v, p, a in zip(pieces, params, active)
+                                    if a])
         counter = torch.tensor(float(self._step))
-        for group in self.param_groups:
-            for p in group["params"]:
-                n = self._names[p]
-                if not active[n]:
-                    continue
-                p.copy_(new_params[n].to(p.dtype))
+        names = slot_names(k)
+        for p, a, *views in zip(params, active, *self._views):
+            if a:
                 st = self.state[p]
-                for k in names:
-                    st[k] = new_slots[k][n]
+                if names[0] not in st:
+                    st.update(zip(names, views))
                 st["step"] = counter
         return loss
+
+    def _mask(self, params: list[Tensor], grads: list[Tensor | None], g: Tensor, x: Tensor,
+              flat: Tensor) -> list[bool]:
+        """Zero the entries of tensors without a finite gradient (and the values and state of
+        tensors with non-finite values or state), so they reach no other tensor; which tensors
+        are updated. Warns once about non-finite numbers."""
+        active = []
+        for i, (p, grad) in enumerate(zip(params, grads)):
+            a, b = self._spans[i]
+            clean = p not in self._bad_state and bool(torch.isfinite(x[a:b]).all())
+            ok = grad is not None and clean and bool(torch.isfinite(g[a:b]).all())
+            if grad is not None and not ok and not self._warned:
+                warnings.warn(
+                    f"GMNOptimizer: non-finite gradient, value or state in "
+                    f"{self._names[p]!r}; the affected tensors are left unchanged this step "
+                    "(warned once)", RuntimeWarning, stacklevel=3,
+                )
+                self._warned = True
+            if not ok:
+                g[a:b] = 0
+            if not clean:
+                x[a:b] = 0
+                flat[:, a:b] = 0  # restored after the update (the tensor is not active)
+            active.append(ok)
+        return active
+
+    def _per_entry(self, key: str, ref: Tensor) -> float | Tensor:
+        """A group hyper-parameter: one number, or one value per entry when groups differ."""
+        values = [group[key] for group in self.param_groups]
+        if len(set(values)) == 1:
+            return float(values[0])
+        of = {p: group[key] for group in self.param_groups for p in group["params"]}
+        per_tensor = torch.tensor([of[p] for p in self._order], dtype=ref.dtype,
+                                  device=ref.device)
+        numels = torch.tensor(self.graph.param_numels, device=ref.device)
+        return torch.repeat_interleave(per_tensor, numels, output_size=ref.numel())
 
     # ------------------------------------------------------------------ (de)serialisation
     def state_dict(self) -> dict:

@@ -36,10 +36,10 @@ from torch import Tensor, nn
 from torch.func import functional_call
 from torch.utils._pytree import register_dataclass
 
-from lopt.features import num_features, step_features, tensor_features
+from lopt.features import entry_features, num_features, num_tensor_features, step_features
 
 __all__ = ["UpdateConfig", "UpdateState", "init_scales", "init_state", "learned_update",
-           "slot_names"]
+           "net_outputs", "slot_names", "update_entries"]
 
 
 
@@ -138,8 +138,21 @@ class UpdateConfig:
 
     @property
     def in_channels(self) -> int:
-        """Feature channels the net reads."""
+        """Feature channels of a net that gets the step features as channels."""
         return num_features(len(self.momentum_decays), len(self.step_taus))
+
+    @property
+    def entry_channels(self) -> int:
+        """Per-entry feature channels (without the step features)."""
+        return num_tensor_features(len(self.momentum_decays))
+
+    @property
+    def read_channels(self) -> tuple[int, ...]:
+        """The channels a :class:`graphs.NeuronGMN` averages on neurons: gradient, sqrt(v)
+        and Adam direction (a gradient's scale and sign structure per neuron, as Adafactor's
+        row and column statistics)."""
+        k = len(self.momentum_decays)
+        return (1, 2 + k, 3 + k)
 
     @property
     def out_channels(self) -> int:
@@ -179,6 +192,102 @@ def init_state(params: Mapping[str, Tensor], cfg: UpdateConfig) -> UpdateState:
                        tuple(zeros() for _ in cfg.momentum_decays), zeros())
 
 
+def _flat(graph, d: Mapping[str, Tensor], lead: int) -> Tensor:
+    """``{name: [B?, *shape]}`` -> ``[B, P]`` in the graph's entry order."""
+    return torch.cat([d[n].reshape(lead, -1) for n in graph.param_names], 1)
+
+
+def _unflat(graph, x: Tensor, stacked: bool) -> dict[str, Tensor]:
+    """``[B, P]`` -> ``{name: [B?, *shape]}`` (views)."""
+    lead = (x.shape[0],) if stacked else ()
+    return {n: piece.reshape(*lead, *shape) for n, shape, piece in
+            zip(graph.param_names, graph.param_shapes, torch.split(x, graph.param_numels, 1))}
+
+
+def _per_entry(graph, value: float | Mapping[str, float | Tensor], ref: Tensor,
+               numels: Tensor) -> float | Tensor:
+    """A number, or ``{name: value}`` -> one value per entry ``[P]`` (a number when equal)."""
+    if not isinstance(value, Mapping):
+        return value
+    values = [value[n] for n in graph.param_names]
+    if all(isinstance(v, (int, float)) for v in values) and len(set(values)) == 1:
+        return values[0]
+    per_tensor = torch.stack([torch.as_tensor(v, dtype=ref.dtype, device=ref.device)
+                              for v in values])
+    return torch.repeat_interleave(per_tensor, numels, output_size=ref.shape[-1])
+
+
+def net_outputs(net: nn.Module, weights: Mapping[str, Tensor] | None, graph, x: Tensor,
+                steps: Tensor, stacked: bool) -> Tensor:
+    """The net's two outputs per entry ``[B, 2, P]`` from the features ``x [B, C, P]``.
+
+    A net that reads flat entries and a context (``net.reads_entries``: :class:`NeuronGMN`)
+    gets them as they are; the others (the per-edge GMN, the per-parameter MLP) get one
+    parameter-shaped dict per channel, the step features broadcast as further channels.
+    """
+    if getattr(net, "reads_entries", False):
+        args, kwargs = (graph, x), {"context": steps}
+    else:
+        channels = [_unflat(graph, x[:, c], stacked) for c in range(x.shape[1])]
+        shapes = channels[0]
+        channels += [{n: s.expand(v.shape) for n, v in shapes.items()} for s in steps]
+        args, kwargs = (graph, *channels), {}
+    out = net(*args, **kwargs) if weights is None else functional_call(
+        net, dict(weights), args, kwargs)
+    if isinstance(out, Tensor):
+        return out
+    lead = x.shape[0]
+    return torch.cat([out[n].reshape(lead, -1, 2) for n in graph.param_names], 1).transpose(1, 2)
+
+
+def update_entries(
+    net: nn.Module,
+    weights: Mapping[str, Tensor] | None,
+    scales: Mapping[str, Tensor],
+    graph,
+    params: Tensor,
+    grads: Tensor,
+    momenta: tuple[Tensor, ...],
+    second: Tensor,
+    step: Tensor,
+    cfg: UpdateConfig,
+    lr: float | Tensor = 1.0,
+    weight_decay: float | Tensor = 0.0,
+    stacked: bool = True,
+) -> tuple[Tensor, tuple[Tensor, ...], Tensor]:
+    """:func:`learned_update` on flat entries: every quantity ``[B, P]`` in the graph's order.
+
+    ``step`` is the new step count (already incremented); ``lr`` and ``weight_decay`` a
+    number or one value per entry. Returns the new ``(params, momenta, second)``.
+    """
+    numels = torch.tensor(graph.param_numels, device=params.device)
+    # m <- b m + (1 - b) g, one fused pass per momentum
+    momenta = tuple(torch.lerp(m, grads, 1 - b)
+                    for b, m in zip(cfg.momentum_decays, momenta, strict=True))
+    bv = cfg.second_moment_decay
+    # a finite gradient above sqrt(dtype max) would square to inf (and the features to NaN):
+    # the second moment saturates at the largest finite value instead (identity otherwise)
+    second = torch.nan_to_num(torch.addcmul(bv * second, grads, grads, value=1 - bv),
+                              posinf=torch.finfo(grads.dtype).max)
+    corr1 = 1 - cfg.momentum_decays[0] ** step
+    corr2 = 1 - bv**step
+    direction = momenta[0] / (((second / corr2 + 1e-30).sqrt() + cfg.eps) * corr1)
+    x = entry_features(params, grads, momenta, second, direction, numels)
+    out = net_outputs(net, weights, graph, x, step_features(step, cfg.step_taus), stacked)
+    alpha = scales["log_alpha"].exp()
+    beta_dir = scales["log_beta_dir"].exp()
+    beta_scale = scales["log_beta_scale"].exp()
+    u = alpha * torch.exp(beta_scale * torch.tanh(out[:, 1])) * (
+        direction + beta_dir * torch.tanh(out[:, 0]))
+    lam = weight_decay
+    if "log_weight_decay" in scales:
+        lam = lam + scales["log_weight_decay"].exp()
+    new = params - lr * u
+    if not (isinstance(lam, (int, float)) and lam == 0):
+        new = new - lr * alpha * lam * params
+    return new, momenta, second
+
+
 def learned_update(
     net: nn.Module,
     weights: Mapping[str, Tensor] | None,
@@ -194,8 +303,8 @@ def learned_update(
     """One step of the learned optimizer; pure in all tensor arguments.
 
     Args:
-        net: the GMN (or per-parameter MLP) module, called as
-            ``functional_call(net, weights, (graph, *features))``.
+        net: the learned optimizer's net (:mod:`lopt.nets`), called with its ``weights``
+            through ``functional_call`` (see :func:`net_outputs`).
         weights: the net's parameters and buffers ``{name: tensor}`` (a partial dict falls
             back to the module's own tensors; ``None`` uses the module as it is).
         scales: meta-learned scalars (see :func:`init_scales`).
@@ -211,44 +320,17 @@ def learned_update(
     Returns:
         ``(new_params, new_state)``, same structure as the inputs.
     """
-    names = list(params)
+    batch = graph.batch_size_of(params)
+    stacked = batch is not None
+    lead = batch if stacked else 1
+    p = _flat(graph, params, lead)
+    numels = torch.tensor(graph.param_numels, device=p.device)
     step = state.step + 1
-    momenta = [{n: b * m[n] + (1 - b) * grads[n] for n in names}
-               for b, m in zip(cfg.momentum_decays, state.momenta, strict=True)]
-    bv = cfg.second_moment_decay
-    # a finite gradient above sqrt(dtype max) would square to inf (and the features to NaN):
-    # the second moment saturates at the largest finite value instead (identity otherwise)
-    second = {n: torch.nan_to_num(bv * state.second[n] + (1 - bv) * grads[n].square(),
-                                  posinf=torch.finfo(grads[n].dtype).max)
-              for n in names}
-    corr1 = 1 - cfg.momentum_decays[0] ** step
-    corr2 = 1 - bv**step
-    direction = {
-        n: (momenta[0][n] / corr1) / ((second[n] / corr2 + 1e-30).sqrt() + cfg.eps) for n in names
-    }
-    stacked = 0 if graph.batch_size_of(params) is None else 1
-    feats = tensor_features(
-        params, grads, momenta, second, direction, step_features(step, cfg.step_taus), stacked
+    new, momenta, second = update_entries(
+        net, weights, scales, graph, p, _flat(graph, grads, lead),
+        tuple(_flat(graph, m, lead) for m in state.momenta), _flat(graph, state.second, lead),
+        step, cfg, _per_entry(graph, lr, p, numels), _per_entry(graph, weight_decay, p, numels),
+        stacked,
     )
-    # weights=None: the net's own parameters (the optimizer's fast path, same computation)
-    out = net(graph, *feats) if weights is None else functional_call(net, dict(weights),
-                                                                      (graph, *feats))
-    alpha = scales["log_alpha"].exp()
-    beta_dir = scales["log_beta_dir"].exp()
-    beta_scale = scales["log_beta_scale"].exp()
-    omega = scales["log_weight_decay"].exp() if "log_weight_decay" in scales else None
-    new_params = {}
-    for n in names:
-        o = out[n]
-        u = alpha * torch.exp(beta_scale * torch.tanh(o[..., 1])) * (
-            direction[n] + beta_dir * torch.tanh(o[..., 0])
-        )
-        eta = lr[n] if isinstance(lr, Mapping) else lr
-        lam = weight_decay[n] if isinstance(weight_decay, Mapping) else weight_decay
-        if omega is not None:
-            lam = lam + omega
-        new = params[n] - eta * u
-        if not (isinstance(lam, (int, float)) and lam == 0):
-            new = new - eta * alpha * lam * params[n]
-        new_params[n] = new
-    return new_params, UpdateState(step, tuple(momenta), second)
+    return _unflat(graph, new, stacked), UpdateState(
+        step, tuple(_unflat(graph, m, stacked) for m in momenta), _unflat(graph, second, stacked))

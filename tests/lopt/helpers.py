@@ -14,11 +14,14 @@ def random_lopt(seed: int = 0, hidden: int = 8, layers: int = 1, kind: str = "gm
     """A learned optimizer whose zero-initialised head is randomized (non-trivial updates)."""
     lo = LearnedOptimizer.fresh(kind, hidden, layers, UpdateConfig(alpha_init=alpha), seed)
     lo.net.to(dtype)
-    head = lo.net.edge_out if kind == "gmn" else lo.net.head
+    net = lo.net
+    heads = [net.edge_out] if kind == "gmn" else [net.head] if kind == "mlp" else [
+        net.entry_out, net.node_out]
     g = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
-        head.weight.copy_(torch.randn(head.weight.shape, generator=g, dtype=dtype) * head_std)
-        head.bias.copy_(torch.randn(head.bias.shape, generator=g, dtype=dtype) * head_std)
+        for head in heads:
+            head.weight.copy_(torch.randn(head.weight.shape, generator=g, dtype=dtype) * head_std)
+            head.bias.copy_(torch.randn(head.bias.shape, generator=g, dtype=dtype) * head_std)
     lo.scales = {k: v.to(dtype) for k, v in lo.scales.items()}
     return lo
 

@@ -26,10 +26,11 @@ def task():
     return get_task("digits_mlp32")
 
 
-def test_fresh_learned_optimizer_is_adam(task):
+@pytest.mark.parametrize("kind", ["gmn", "neuron"])
+def test_fresh_learned_optimizer_is_adam(task, kind):
     m1 = task.make_model(0).double()
     m2 = task.make_model(0).double()
-    lo = LearnedOptimizer.fresh(update=UpdateConfig(alpha_init=3.5e-3))
+    lo = LearnedOptimizer.fresh(kind, update=UpdateConfig(alpha_init=3.5e-3))
     lo.scales = init_scales(lo.update, torch.float64)  # float32 log(alpha) would round alpha
     train(m1, GMNOptimizer(m1, checkpoint=lo), task, 5)
     train(m2, torch.optim.Adam(m2.parameters(), lr=3.5e-3), task, 5)
@@ -68,11 +69,13 @@ def test_learned_weight_decay_round_trips_through_a_checkpoint(task, tmp_path):
     assert max_diff(dict(m1.named_parameters()), dict(m2.named_parameters())) < 1e-6
 
 
-def test_randomized_net_changes_the_update(task):
+@pytest.mark.parametrize("kind", ["gmn", "neuron"])
+def test_randomized_net_changes_the_update(task, kind):
     m1 = task.make_model(0).double()
     m2 = task.make_model(0).double()
-    train(m1, GMNOptimizer(m1, checkpoint=random_lopt()), task, 2)
-    train(m2, GMNOptimizer(m2, checkpoint=random_lopt(alpha=1e-2, head_std=0.0)), task, 2)
+    train(m1, GMNOptimizer(m1, checkpoint=random_lopt(kind=kind)), task, 2)
+    still = random_lopt(alpha=1e-2, head_std=0.0, kind=kind)
+    train(m2, GMNOptimizer(m2, checkpoint=still), task, 2)
     assert max_diff(dict(m1.named_parameters()), dict(m2.named_parameters())) > 1e-4
 
 
@@ -116,7 +119,8 @@ def test_decoupled_weight_decay(task):
         torch.testing.assert_close(dw[k], d0[k] - alpha * 0.5 * before[k], rtol=1e-9, atol=1e-12)
 
 
-def test_step_is_equivariant_to_hidden_permutations(task):
+@pytest.mark.parametrize("kind", ["gmn", "neuron"])
+def test_step_is_equivariant_to_hidden_permutations(task, kind):
     model = task.make_model(0).double()
     pg = ParameterGraph.from_module(model)
     perm = torch.randperm(32, generator=torch.Generator().manual_seed(3))
@@ -126,7 +130,7 @@ def test_step_is_equivariant_to_hidden_permutations(task):
     with torch.no_grad():
         for k, v in permute_parameters(pg, params, sigma).items():
             dict(twin.named_parameters())[k].copy_(v)
-    lo = random_lopt()
+    lo = random_lopt(kind=kind)
     train(model, GMNOptimizer(model, checkpoint=lo), task, 3)
     train(twin, GMNOptimizer(twin, checkpoint=lo), task, 3)
     p1 = {k: v.detach() for k, v in model.named_parameters()}
@@ -136,9 +140,10 @@ def test_step_is_equivariant_to_hidden_permutations(task):
     assert max_diff(p1, p2) > 1e-3
 
 
-def test_optimizer_step_equals_the_pure_update(task):
+@pytest.mark.parametrize("kind", ["gmn", "neuron"])
+def test_optimizer_step_equals_the_pure_update(task, kind):
     model = task.make_model(0).double()
-    lo = random_lopt()
+    lo = random_lopt(kind=kind)
     opt = GMNOptimizer(model, checkpoint=lo)
     params = {k: v.detach().clone() for k, v in model.named_parameters()}
     x, y = task.batch(0, 0)
@@ -151,8 +156,9 @@ def test_optimizer_step_equals_the_pure_update(task):
     assert max_diff(new, dict(model.named_parameters())) == 0.0
 
 
-def test_meta_gradient_matches_finite_differences(task):
-    lo = random_lopt(hidden=8, layers=1)
+@pytest.mark.parametrize("kind", ["gmn", "neuron"])
+def test_meta_gradient_matches_finite_differences(task, kind):
+    lo = random_lopt(hidden=8, layers=1, kind=kind)
     run = new_inner_run(task, 0, 100, lo.update, dtype=torch.float64)
     meta = {"net": {k: v.detach() for k, v in lo.net.named_parameters()},
             "scales": dict(lo.scales)}
