@@ -6,7 +6,8 @@ new ones by truncated backpropagation (or evolution strategies) through ``torch.
 unrolls — on one process or many (``torchrun``, :mod:`lopt.distributed`), each unrolling
 populations of networks in one batched computation; ``python -m lopt.calibrate`` tunes the
 learned step size and weight decay on validation data; ``python -m lopt.benchmark`` compares
-learned optimizers with tuned Adam and SGD-momentum, ``python -m lopt.throughput`` measures
+learned optimizers with tuned Adam, AdamW and SGD-momentum (``--suite heldout``: on the
+held-out suite of :mod:`lopt.suite`, the yardstick), ``python -m lopt.throughput`` measures
 meta-training throughput.
 """
 

@@ -10,6 +10,7 @@ from tasks.architectures import (
     ARCHITECTURES,
     MLP,
     SIREN,
+    Autoencoder,
     BasicBlock,
     DigitsCNN,
     ResidualMLP,
@@ -24,10 +25,13 @@ from tasks.architectures import (
 from tasks.base import SupervisedTask, Task
 from tasks.data import (
     DataSplit,
+    load_digits_reconstruction,
     load_digits_split,
     load_image_fitting,
     load_mnist1d,
     load_sequence_task,
+    load_tabular,
+    load_teacher_student,
     make_sequence_dataset,
 )
 from tasks.families import (
@@ -48,6 +52,7 @@ __all__ = [
     "MLP",
     "SIREN",
     "TASKS",
+    "Autoencoder",
     "BasicBlock",
     "CNNFamily",
     "DataSplit",
@@ -68,10 +73,13 @@ __all__ = [
     "get_family",
     "get_task",
     "get_task_or_family",
+    "load_digits_reconstruction",
     "load_digits_split",
     "load_image_fitting",
     "load_mnist1d",
     "load_sequence_task",
+    "load_tabular",
+    "load_teacher_student",
     "make_sequence_dataset",
     "resnet18",
     "small_vit",

@@ -25,6 +25,7 @@ __all__ = [
     "ACTIVATIONS",
     "ARCHITECTURES",
     "MLP",
+    "Autoencoder",
     "SIREN",
     "ViT",
     "BasicBlock",
@@ -33,6 +34,9 @@ __all__ = [
     "ResidualMLP",
     "SequenceTransformer",
     "digits_resnet",
+    "InvertedResidual",
+    "MobileNet",
+    "mobilenet_like",
     "digits_vit",
     "make_activation",
     "resnet18",
@@ -147,6 +151,28 @@ class ResidualMLP(nn.Module):
         for block in self.blocks:
             x = block(x)
         return self.head(self.norm(x))
+
+
+class Autoencoder(nn.Module):
+    """MLP autoencoder: ``encoder`` (an :class:`MLP` ``in -> hidden -> code``, the code
+    linear) and ``decoder`` (an :class:`MLP` ``code -> reversed(hidden) -> in``).
+
+    The default is 64-32-8-32-64. Shapes: ``[B, in_features] -> [B, in_features]``.
+    """
+
+    def __init__(
+        self,
+        in_features: int = 64,
+        hidden: Sequence[int] = (32,),
+        code: int = 8,
+        activation: ActivationName = "relu",
+    ) -> None:
+        super().__init__()
+        self.encoder = MLP(in_features, hidden, code, activation)
+        self.decoder = MLP(code, tuple(reversed(hidden)), in_features, activation)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.decoder(self.encoder(x))
 
 
 # ----------------------------------------------------------------------------- CNNs
@@ -314,6 +340,114 @@ def digits_resnet(num_classes: int = 10, widths: Sequence[int] = (8, 16)) -> Res
     return ResNet((1,) * len(widths), widths, in_channels=1, num_classes=num_classes, stem="small")
 
 
+def _round_channels(channels: float, divisor: int = 8) -> int:
+    """torchvision's ``_make_divisible``: nearest multiple of ``divisor``, never 10 % below."""
+    rounded = max(divisor, int(channels + divisor / 2) // divisor * divisor)
+    return rounded + divisor if rounded < 0.9 * channels else rounded
+
+
+class InvertedResidual(nn.Module):
+    """MobileNetV2's inverted residual block.
+
+    ``Conv1x1(expand) -> BN -> ReLU6 -> depthwise Conv3x3(stride) -> BN -> ReLU6 ->
+    Conv1x1(project) -> BN`` inside ``self.conv`` (an ``nn.Sequential``; expansion 1 drops
+    the first convolution), plus the input (``self.shortcut``, the identity) when
+    ``stride == 1`` and ``in_channels == out_channels``. No convolution has a bias.
+
+    Shapes: ``[B, in_channels, H, W] -> [B, out_channels, ceil(H / stride), ceil(W / stride)]``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int, expansion: int) -> None:
+        super().__init__()
+        hidden = in_channels * expansion
+        layers: list[nn.Module] = []
+        if expansion != 1:
+            layers += [nn.Conv2d(in_channels, hidden, 1, bias=False), nn.BatchNorm2d(hidden),
+                       nn.ReLU6()]
+        layers += [
+            nn.Conv2d(hidden, hidden, 3, stride=stride, padding=1, groups=hidden, bias=False),
+            nn.BatchNorm2d(hidden),
+            nn.ReLU6(),
+            nn.Conv2d(hidden, out_channels, 1, bias=False),
+            nn.BatchNorm2d(out_channels),
+        ]
+        self.conv = nn.Sequential(*layers)
+        self.residual = stride == 1 and in_channels == out_channels
+        self.shortcut = nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.conv(x)
+        return out + self.shortcut(x) if self.residual else out
+
+
+MOBILENET_V2_STAGES: tuple[tuple[int, int, int, int], ...] = (
+    (1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
+    (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1),
+)
+"""MobileNetV2's stages as (expansion, channels, blocks, stride of the first block)."""
+
+
+class MobileNet(nn.Module):
+    """MobileNetV2-style CNN: inverted residual blocks with depthwise convolutions.
+
+    ``Conv3x3(stride 2) -> BN -> ReLU6`` stem (32 x ``width_mult`` channels), one stage of
+    :class:`InvertedResidual` blocks per entry of ``stages``, ``Conv1x1 -> BN -> ReLU6`` to
+    ``last_channel`` (x ``width_mult`` when above 1), ``AdaptiveAvgPool2d(1) -> flatten ->
+    Linear``. Channels are scaled by ``width_mult`` and rounded to multiples of 8, as
+    torchvision's ``mobilenet_v2`` (whose parameter count this matches for
+    ``num_classes=1000``: 3,504,872 at width 1).
+
+    Shapes: ``[B, in_channels, H, W] -> [B, num_classes]`` (any ``H, W``; 32x32 keeps the
+    forward cheap, the stem and four stages halve it to 1x1).
+    """
+
+    def __init__(
+        self,
+        width_mult: float = 1.0,
+        num_classes: int = 10,
+        in_channels: int = 3,
+        stages: Sequence[tuple[int, int, int, int]] = MOBILENET_V2_STAGES,
+        last_channel: int = 1280,
+    ) -> None:
+        super().__init__()
+        if width_mult <= 0:
+            raise ValueError(f"width_mult must be positive, got {width_mult}")
+        c_in = _round_channels(32 * width_mult)
+        c_last = _round_channels(last_channel * max(1.0, width_mult))
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, c_in, 3, stride=2, padding=1, bias=False),
+                                  nn.BatchNorm2d(c_in), nn.ReLU6())
+        blocks: list[nn.Module] = []
+        for expansion, channels, count, stride in stages:
+            c_out = _round_channels(channels * width_mult)
+            for j in range(count):
+                blocks.append(InvertedResidual(c_in, c_out, stride if j == 0 else 1, expansion))
+                c_in = c_out
+        self.blocks = nn.Sequential(*blocks)
+        self.head = nn.Sequential(nn.Conv2d(c_in, c_last, 1, bias=False),
+                                  nn.BatchNorm2d(c_last), nn.ReLU6())
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(c_last, num_classes)
+        for m in self.modules():  # torchvision's initialisation
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0, 0.01)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.head(self.blocks(self.stem(x)))
+        return self.classifier(torch.flatten(self.avgpool(x), 1))
+
+
+def mobilenet_like(width_mult: float = 1.2, num_classes: int = 10,
+                   in_channels: int = 3) -> MobileNet:
+    """MobileNetV2-style CNN for 3x32x32 inputs; width 1.2, 10 classes: 3,204,362 parameters."""
+    return MobileNet(width_mult, num_classes, in_channels)
+
+
 # ----------------------------------------------------------------------------- transformers
 
 
@@ -468,10 +602,13 @@ class SIREN(nn.Module):
 ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "mlp": MLP,
     "residual_mlp": ResidualMLP,
+    "autoencoder": Autoencoder,
     "digits_cnn": DigitsCNN,
     "resnet": ResNet,
     "resnet18": resnet18,
     "digits_resnet": digits_resnet,
+    "mobilenet": MobileNet,
+    "mobilenet_like": mobilenet_like,
     "vit": ViT,
     "small_vit": small_vit,
     "digits_vit": digits_vit,

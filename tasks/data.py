@@ -1,4 +1,5 @@
-"""Offline datasets for the inner problems: 8x8 digits, MNIST-1D, a token task, one image.
+"""Offline datasets for the inner problems: 8x8 digits, MNIST-1D, a token task, one image,
+scikit-learn's bundled tables and a teacher-student regression.
 
 Nothing here touches the network. Every loader is deterministic in its arguments and cached
 in memory (``functools.lru_cache``); the cached tensors are shared, so treat them as
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import io
+import math
 import os
 import random
 from pathlib import Path
@@ -34,10 +36,13 @@ __all__ = [
     "digit_image",
     "digits_permutation",
     "load_digits_images",
+    "load_digits_reconstruction",
     "load_digits_split",
     "load_image_fitting",
     "load_mnist1d",
     "load_sequence_task",
+    "load_tabular",
+    "load_teacher_student",
     "make_sequence_dataset",
 ]
 
@@ -126,6 +131,18 @@ def load_digits_split(seed: int = 0) -> DataSplit:
     perm = digits_permutation(seed)
     train, test = perm[:DIGITS_NUM_TRAIN], perm[DIGITS_NUM_TRAIN:]
     return DataSplit(x[train], y[train], x[test], y[test])
+
+
+@functools.lru_cache(maxsize=4)
+def load_digits_reconstruction(seed: int = 0) -> DataSplit:
+    """The digits of :func:`load_digits_split` ``(seed)`` as an autoencoding problem.
+
+    Returns:
+        ``DataSplit`` whose inputs and targets are the same flattened images: ``x_train`` and
+        ``y_train`` ``[1400, 64]``, ``x_test`` and ``y_test`` ``[397, 64]``, float32 in ``[0, 1]``.
+    """
+    x_train, _, x_test, _ = load_digits_split(seed).flatten_inputs()
+    return DataSplit(x_train, x_train, x_test, x_test)
 
 
 def digit_image(index: int = 0, size: int = 28) -> Tensor:
@@ -261,4 +278,91 @@ def load_sequence_task(
 ) -> DataSplit:
     """Train / test split of :func:`make_sequence_dataset` (one draw, split in order)."""
     x, y = make_sequence_dataset(num_train + num_test, seq_len, vocab_size, seed)
+    return DataSplit(x[:num_train], y[:num_train], x[num_train:], y[num_train:])
+
+
+# ----------------------------------------------------------------------------- tables, teachers
+
+
+def _standardize(train: Tensor, test: Tensor) -> tuple[Tensor, Tensor]:
+    """Both ``[N, D]`` tensors shifted and scaled by the *train* columns' mean and std (a
+    constant column is only shifted), so nothing about the test set leaks into the inputs."""
+    mean, std = train.mean(dim=0), train.std(dim=0, unbiased=False)
+    std = torch.where(std > 0, std, torch.ones_like(std))
+    return (train - mean) / std, (test - mean) / std
+
+
+TABLES = ("breast_cancer", "wine", "diabetes")  # the first two classify, diabetes regresses
+
+
+@functools.lru_cache(maxsize=8)
+def load_tabular(name: str, seed: int = 0, test_fraction: float = 0.2) -> DataSplit:
+    """One of scikit-learn's bundled tables (shipped with the package: no download).
+
+    ``"breast_cancer"`` (569 x 30, 2 classes), ``"wine"`` (178 x 13, 3 classes) or
+    ``"diabetes"`` (442 x 10, raw features, a disease-progression score). Rows are shuffled by
+    ``seed`` (``torch.randperm``), the last ``test_fraction`` of them are the test set, and
+    features (and the regression target) are standardised with the train set's statistics.
+
+    Returns:
+        ``DataSplit`` with ``x_* [N, D]`` float32; ``y_* [N]`` int64 class ids, or for
+        ``"diabetes"`` ``y_* [N, 1]`` float32 (standardised: the train targets have mean 0
+        and variance 1).
+    """
+    from sklearn import datasets
+
+    loaders = {"breast_cancer": datasets.load_breast_cancer, "wine": datasets.load_wine,
+               "diabetes": functools.partial(datasets.load_diabetes, scaled=False)}
+    if name not in loaders:
+        raise ValueError(f"unknown table {name!r}; choose from {list(TABLES)}")
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction}")
+    bunch = loaders[name]()
+    x = torch.as_tensor(bunch.data, dtype=torch.float32)
+    perm = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))
+    n_train = x.shape[0] - int(round(test_fraction * x.shape[0]))
+    train, test = perm[:n_train], perm[n_train:]
+    x_train, x_test = _standardize(x[train], x[test])
+    if name == "diabetes":
+        y = torch.as_tensor(bunch.target, dtype=torch.float32)[:, None]
+        y_train, y_test = _standardize(y[train], y[test])
+    else:
+        y = torch.as_tensor(bunch.target, dtype=torch.int64)
+        y_train, y_test = y[train], y[test]
+    return DataSplit(x_train, y_train, x_test, y_test)
+
+
+@functools.lru_cache(maxsize=4)
+def load_teacher_student(
+    seed: int = 0,
+    num_train: int = 4000,
+    num_test: int = 1000,
+    in_features: int = 16,
+    teacher_hidden: tuple[int, ...] = (32, 32),
+    out_features: int = 1,
+    noise: float = 0.1,
+) -> DataSplit:
+    """Regression onto a random, fixed teacher network.
+
+    Inputs are ``N(0, I)``; the teacher is an MLP ``in -> teacher_hidden -> out`` with tanh
+    hidden units, weights ``N(0, 1 / fan_in)`` and biases ``N(0, 0.1^2)``, all drawn from a
+    generator seeded by ``seed`` (no ``nn.Module``, global RNGs untouched). Its outputs are
+    standardised with the train rows' statistics, then ``noise`` x ``N(0, 1)`` is added, so
+    the best achievable test MSE is ``noise^2``.
+
+    Returns:
+        ``DataSplit`` with ``x_* [N, in_features]`` and ``y_* [N, out_features]`` float32
+        (train first, then test, from one draw).
+    """
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(num_train + num_test, in_features, generator=g)
+    sizes = [in_features, *teacher_hidden, out_features]
+    h = x
+    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        weight = torch.randn(fan_in, fan_out, generator=g) / math.sqrt(fan_in)
+        h = h @ weight + 0.1 * torch.randn(fan_out, generator=g)
+        if i < len(sizes) - 2:
+            h = torch.tanh(h)
+    y_train, y_test = _standardize(h[:num_train], h[num_train:])
+    y = torch.cat([y_train, y_test]) + noise * torch.randn(h.shape, generator=g)
     return DataSplit(x[:num_train], y[:num_train], x[num_train:], y[num_train:])

@@ -13,7 +13,21 @@ digits_resnet          ResNet, small stem, widths (8, 16)          digits [B,1,8
 digits_vit             ViT patch 2, dim 32, depth 1                digits [B,1,8,8]   128
 seq_transformer        SequenceTransformer dim 32, depth 1         tokens [B, 12]     128
 siren_image            SIREN 2-32-32-1                             28x28 digit grid   full
+digits_autoencoder     Autoencoder 64-32-8-32-64 ReLU, MSE         digits [B, 64]     128
+breast_cancer_mlp      MLP 30-32-2 ReLU                            table [B, 30]      32
+diabetes_mlp           MLP 10-32-1 ReLU, MSE                       table [B, 10]      32
+teacher_student        MLP 16-64-64-1 ReLU, MSE                    Gaussian [B, 16]   128
 =====================  ==========================================  =================  =====
+
+Every task but ``siren_image`` holds out the last 20 % of its train set as validation
+examples (``task.pool("valid")``), never trained on. The regression tasks (MSE) have
+standardised targets (``diabetes_mlp``, ``teacher_student``: train variance 1, so
+``regression_loss_clip`` is 2) or pixels in ``[0, 1]`` (``digits_autoencoder``).
+``breast_cancer_mlp`` and ``diabetes_mlp`` use scikit-learn's bundled tables
+(:func:`~tasks.data.load_tabular`; 364 and 283 training rows, hence the small batches,
+so that a run takes more than a few steps to overfit); ``teacher_student`` regresses onto a
+fixed random tanh MLP 16-32-32-1 (:func:`~tasks.data.load_teacher_student`), so the
+student's architecture differs from the teacher's.
 """
 
 from __future__ import annotations
@@ -27,10 +41,13 @@ from tasks import architectures as arch
 from tasks.base import SupervisedTask, Task
 from tasks.data import (
     DataSplit,
+    load_digits_reconstruction,
     load_digits_split,
     load_image_fitting,
     load_mnist1d,
     load_sequence_task,
+    load_tabular,
+    load_teacher_student,
 )
 
 __all__ = ["TASKS", "digits_data", "get_task"]
@@ -76,6 +93,23 @@ TASKS: dict[str, Callable[[], Task]] = {
     "siren_image": partial(
         SupervisedTask, "siren_image", arch.SIREN, load_image_fitting,
         batch_size=None, num_classes=None, valid_fraction=0.0,
+    ),
+    "digits_autoencoder": partial(
+        SupervisedTask, "digits_autoencoder", partial(arch.Autoencoder, 64, (32,), 8, "relu"),
+        load_digits_reconstruction, num_classes=None,
+    ),
+    "breast_cancer_mlp": partial(
+        SupervisedTask, "breast_cancer_mlp", partial(arch.MLP, 30, (32,), 2, "relu"),
+        partial(load_tabular, "breast_cancer"), batch_size=32, num_classes=2,
+    ),
+    "diabetes_mlp": partial(
+        SupervisedTask, "diabetes_mlp", partial(arch.MLP, 10, (32,), 1, "relu"),
+        partial(load_tabular, "diabetes"), batch_size=32, num_classes=None,
+        regression_loss_clip=2.0,
+    ),
+    "teacher_student": partial(
+        SupervisedTask, "teacher_student", partial(arch.MLP, 16, (64, 64), 1, "relu"),
+        load_teacher_student, num_classes=None, regression_loss_clip=2.0,
     ),
 }
 """Task constructors by name. Each call builds a new (cheap, immutable) task object."""

@@ -21,6 +21,7 @@ CASES = {
     ),
     "mlp_gelu_batchnorm": (lambda: arch.MLP(40, (8,), 10, "gelu", "batch"), (4, 40), (4, 10)),
     "residual_mlp": (lambda: arch.ResidualMLP(64, 16, 2, 10), (4, 64), (4, 10)),
+    "autoencoder": (lambda: arch.Autoencoder(), (4, 64), (4, 64)),
     "digits_cnn_avg": (lambda: arch.DigitsCNN(), (4, 1, 8, 8), (4, 10)),
     "digits_cnn_flatten": (
         lambda: arch.DigitsCNN((4, 6), 10, None, "silu", pool="flatten"),
@@ -198,3 +199,15 @@ def test_siren_names_count_init_and_forward():
 def test_architectures_registry_builds_modules():
     for name in ("mlp", "digits_cnn", "digits_resnet", "digits_vit", "siren"):
         assert isinstance(arch.ARCHITECTURES[name](), nn.Module)
+
+
+def test_autoencoder_is_encoder_then_decoder_with_a_linear_code():
+    torch.manual_seed(0)
+    model = arch.Autoencoder(64, (32,), 8)
+    assert [tuple(p.shape) for p in model.parameters()] == [
+        (32, 64), (32,), (8, 32), (8,), (32, 8), (32,), (64, 32), (64,)]
+    x = torch.randn(5, 64)
+    code = model.encoder(x)
+    assert code.shape == (5, 8) and (code < 0).any()  # no activation on the code
+    torch.testing.assert_close(model(x), model.decoder(code))
+    assert isinstance(arch.ARCHITECTURES["autoencoder"](), arch.Autoencoder)

@@ -7,10 +7,13 @@ from tasks.data import (
     DataSplit,
     coordinate_grid,
     digit_image,
+    load_digits_reconstruction,
     load_digits_split,
     load_image_fitting,
     load_mnist1d,
     load_sequence_task,
+    load_tabular,
+    load_teacher_student,
     make_sequence_dataset,
 )
 
@@ -115,3 +118,50 @@ def test_digit_image_native_size_is_original(size):
     if size == 8:
         expected = torch.as_tensor(load_digits().images[5], dtype=torch.float32) / 16
         torch.testing.assert_close(img, expected)
+
+
+def test_digits_reconstruction_targets_are_the_inputs():
+    data = load_digits_reconstruction(0)
+    flat = load_digits_split(0).flatten_inputs()
+    assert data.x_train.shape == data.y_train.shape == (1400, 64)
+    assert torch.equal(data.x_train, flat.x_train) and torch.equal(data.y_test, flat.x_test)
+
+
+@pytest.mark.parametrize(("name", "features", "rows"),
+                         [("breast_cancer", 30, 569), ("wine", 13, 178), ("diabetes", 10, 442)])
+def test_tabular_is_offline_seeded_and_standardised_by_the_train_rows(name, features, rows):
+    data = load_tabular.__wrapped__(name, 0)
+    n_test = round(0.2 * rows)
+    assert data.x_train.shape == (rows - n_test, features) and data.x_test.shape[0] == n_test
+    assert data.x_train.dtype == torch.float32
+    torch.testing.assert_close(data.x_train.mean(0), torch.zeros(features), atol=1e-5, rtol=0)
+    torch.testing.assert_close(data.x_train.std(0, unbiased=False), torch.ones(features))
+    assert not torch.allclose(data.x_test.mean(0), torch.zeros(features), atol=1e-3)
+    if name == "diabetes":  # a regression: standardised float targets [N, 1]
+        assert data.y_train.shape == (rows - n_test, 1) and data.y_train.dtype == torch.float32
+        assert abs(float(data.y_train.mean())) < 1e-5
+    else:
+        assert data.y_train.dtype == torch.int64 and data.y_train.ndim == 1
+    again, other = load_tabular.__wrapped__(name, 0), load_tabular.__wrapped__(name, 1)
+    assert all(torch.equal(u, v) for u, v in zip(data, again))
+    assert not torch.equal(data.x_test, other.x_test)
+    with pytest.raises(ValueError, match="unknown table"):
+        load_tabular.__wrapped__("iris")
+
+
+def test_teacher_student_is_seeded_standardised_and_leaves_global_rng_alone():
+    torch.manual_seed(0)
+    expected = torch.rand(())
+    torch.manual_seed(0)
+    data = load_teacher_student.__wrapped__(seed=3, num_train=500, num_test=100, noise=0.0)
+    assert torch.rand(()) == expected
+    assert data.x_train.shape == (500, 16) and data.y_train.shape == (500, 1)
+    assert data.x_test.shape == (100, 16) and data.y_test.shape == (100, 1)
+    assert abs(float(data.y_train.mean())) < 1e-5
+    assert abs(float(data.y_train.std(unbiased=False)) - 1) < 1e-5
+    noisy = load_teacher_student.__wrapped__(seed=3, num_train=500, num_test=100, noise=0.1)
+    assert torch.equal(noisy.x_train, data.x_train)  # the same inputs, plus label noise
+    residual = noisy.y_train - data.y_train
+    assert 0.08 < float(residual.std()) < 0.12
+    other = load_teacher_student.__wrapped__(seed=4, num_train=500, num_test=100)
+    assert not torch.equal(other.y_train, noisy.y_train)
