@@ -50,6 +50,7 @@ class NeuronGMNConfig:
     context_channels: int = 0
     feature_dim: int = 8
     read_channels: tuple[int, ...] | None = None
+    entry_hidden: int = 0
 
     def __post_init__(self) -> None:
         if self.read_channels is not None:
@@ -164,6 +165,17 @@ def _structure(pg: ParameterGraph, device: torch.device, feature_dim: int) -> _S
     return s
 
 
+def _runs(channels: tuple[int, ...]) -> list[tuple[int, int]]:
+    """``(1, 5, 6) -> [(1, 2), (5, 7)]``: the channels as contiguous slices."""
+    out: list[list[int]] = []
+    for c in channels:
+        if out and out[-1][1] == c:
+            out[-1][1] = c + 1
+        else:
+            out.append([c, c + 1])
+    return [(j, k) for j, k in out]
+
+
 def _neighbour_mean(z: Tensor, s: _Structure, incoming: bool) -> Tensor:
     """Mean state of each node's in-neighbours (``incoming``) or out-neighbours: ``[B, N, H]``."""
     if incoming:
@@ -177,11 +189,19 @@ def _neighbour_mean(z: Tensor, s: _Structure, incoming: bool) -> Tensor:
     b, n, h = z.shape
     out = z.new_zeros(b, n, h)
     if s.num_blocks:
-        sums = z.new_zeros(b, s.num_blocks, h).index_add(1, from_ids, z[:, from_nodes])
-        out = out.index_add(1, to_nodes, sums[:, to_ids])
+        sums = _add_rows(z.new_zeros(b, s.num_blocks, h), from_ids,
+                         z.index_select(1, from_nodes))
+        out = _add_rows(out, to_nodes, sums.index_select(1, to_ids))
     if pair_from.numel():
-        out = out.index_add(1, pair_to, z[:, pair_from])
+        out = _add_rows(out, pair_to, z.index_select(1, pair_from))
     return out / count.to(z.dtype)
+
+
+def _add_rows(base: Tensor, index: Tensor, rows: Tensor) -> Tensor:
+    """``base.index_add(1, index, rows)`` for ``[B, R, H]`` (2-D for one graph: ~3x faster)."""
+    if base.shape[0] == 1:
+        return base[0].index_add(0, index, rows[0])[None]
+    return base.index_add(1, index, rows)
 
 
 class _NeuronBlock(nn.Module):
@@ -213,6 +233,8 @@ class NeuronGMN(nn.Module):
         feature_dim: width of the sinusoidal encodings of layer and position (default 8).
         read_channels: the input channels the neurons average (default all): the read costs
             two scatter-sums per channel read, the only per-entry work besides the write.
+        entry_hidden: width of a per-entry ReLU layer on the entry's own features added to
+            its output (0, the default: the write is linear in them).
 
     Called like :class:`GMN`: ``net(pg, *feature_dicts)`` returns a dict shaped like the
     parameters (stacked ``[B, *shape]`` inputs give ``[B, *shape]`` outputs);
@@ -224,10 +246,10 @@ class NeuronGMN(nn.Module):
 
     def __init__(self, in_channels: int = 1, out_channels: int = 1, hidden: int = 32,
                  layers: int = 2, context_channels: int = 0, feature_dim: int = 8,
-                 read_channels: tuple[int, ...] | None = None):
+                 read_channels: tuple[int, ...] | None = None, entry_hidden: int = 0):
         super().__init__()
         self.config = NeuronGMNConfig(in_channels, out_channels, hidden, layers,
-                                      context_channels, feature_dim, read_channels)
+                                      context_channels, feature_dim, read_channels, entry_hidden)
         c, h, f = in_channels, hidden, feature_dim
         self.node_type = nn.Embedding(NUM_NODE_TYPES, h)
         self.node_act = nn.Embedding(NUM_ACTIVATIONS, h)
@@ -238,9 +260,15 @@ class NeuronGMN(nn.Module):
         self.norm_out = nn.LayerNorm(h)
         self.node_out = nn.Linear(h, 2 * out_channels)  # endpoint terms: as source, as dest
         self.entry_out = nn.Linear(c, out_channels)  # the entry's own features
-        for layer in (self.node_out, self.entry_out):
+        heads = [self.node_out, self.entry_out]
+        if entry_hidden:  # (its first layer and the linear read are one matmul)
+            self.entry_in = nn.Linear(c, entry_hidden)
+            self.entry_mix = nn.Linear(entry_hidden, out_channels, bias=False)
+            heads.append(self.entry_mix)
+        for layer in heads:
             nn.init.zeros_(layer.weight)
-            nn.init.zeros_(layer.bias)
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
 
     def forward_flat(self, pg: ParameterGraph, x: Tensor, context: Tensor | None = None
                      ) -> Tensor:
@@ -259,11 +287,11 @@ class NeuronGMN(nn.Module):
             x = torch.cat([x, x[..., s.tied_index]], -1)
         # 1. read: mean features of each node's incoming and outgoing entries
         e = x.shape[-1]
-        r = x if cfg.read_channels is None else x.index_select(
-            1, torch.tensor(cfg.read_channels, device=x.device))
-        c = r.shape[1]
-        sum_in = x.new_zeros(b, c, n).scatter_add(2, s.dst.expand(b, c, e), r)
-        sum_out = x.new_zeros(b, c, n).scatter_add(2, s.src.expand(b, c, e), r)
+        runs = _runs(cfg.read_channels or tuple(range(c_in)))  # contiguous: views, no copy
+        sum_in = torch.cat([x.new_zeros(b, k - j, n).scatter_add(
+            2, s.dst.expand(b, k - j, e), x[:, j:k]) for j, k in runs], 1)
+        sum_out = torch.cat([x.new_zeros(b, k - j, n).scatter_add(
+            2, s.src.expand(b, k - j, e), x[:, j:k]) for j, k in runs], 1)
         read = torch.cat([sum_in.transpose(1, 2) / s.deg_in.to(dtype),
                           sum_out.transpose(1, 2) / s.deg_out.to(dtype)], -1)
         # 2. think on neurons
@@ -278,10 +306,17 @@ class NeuronGMN(nn.Module):
         y = self.node_out(self.norm_out(z)).transpose(1, 2)  # [B, 2 O, N]
         o = cfg.out_channels
         # 3. write: own features + the two endpoints' terms
-        out = torch.baddbmm(self.entry_out.bias[:, None].expand(b, o, e),
-                            self.entry_out.weight.expand(b, o, c_in), x)
-        out = out + y[:, :o].gather(2, s.src.expand(b, o, e))
-        out = out + y[:, o:].gather(2, s.dst.expand(b, o, e))
+        if cfg.entry_hidden:
+            weight = torch.cat([self.entry_out.weight, self.entry_in.weight])
+            bias = torch.cat([self.entry_out.bias, self.entry_in.bias])
+            both = torch.baddbmm(bias[:, None].expand(b, -1, e), weight.expand(b, -1, c_in), x)
+            out, hidden = both[:, :o], both[:, o:].relu()
+            out = out.baddbmm(self.entry_mix.weight.expand(b, o, -1), hidden)
+        else:
+            out = torch.baddbmm(self.entry_out.bias[:, None].expand(b, o, e),
+                                self.entry_out.weight.expand(b, o, c_in), x)
+        out = out.add_(y[:, :o].gather(2, s.src.expand(b, o, e)))  # (in place: P-sized)
+        out = out.add_(y[:, o:].gather(2, s.dst.expand(b, o, e)))
         if s.tied_index.numel():
             out = out[..., :p].index_add(2, s.tied_index, out[..., p:]) / s.entry_count.to(dtype)
         return out

@@ -79,10 +79,12 @@ class LearnedOptimizer:
 
     @classmethod
     def fresh(cls, net_kind: str = "gmn", hidden: int = 32, layers: int = 2,
-              update: UpdateConfig | None = None, seed: int = 0) -> LearnedOptimizer:
-        """An untrained learned optimizer (behaves exactly like Adam, step ``alpha_init``)."""
+              update: UpdateConfig | None = None, seed: int = 0,
+              entry_hidden: int = 0) -> LearnedOptimizer:
+        """An untrained learned optimizer (behaves exactly like Adam, step ``alpha_init``);
+        ``entry_hidden``: the per-entry hidden width of a ``"neuron"`` net."""
         update = update or UpdateConfig()
-        hp = net_hparams(net_kind, update, hidden, layers)
+        hp = net_hparams(net_kind, update, hidden, layers, entry_hidden)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             net = build_net(net_kind, hp)
@@ -169,7 +171,8 @@ def _net_field_ok(key: str, value) -> bool:
             isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value))
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         return False
-    return not isinstance(value, int) or value >= (0 if key == "context_channels" else 1)
+    zero_ok = key in ("context_channels", "entry_hidden")
+    return not isinstance(value, int) or value >= (0 if zero_ok else 1)
 
 
 def _parse_config(config: dict, where: str) -> tuple[str, dict, UpdateConfig]:

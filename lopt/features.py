@@ -83,7 +83,7 @@ def step_features(step: Tensor, taus: Sequence[float]) -> Tensor:
 
 
 def entry_features(params: Tensor, grads: Tensor, momenta: Sequence[Tensor], second: Tensor,
-                   direction: Tensor, numels: Tensor) -> Tensor:
+                   direction: Tensor, numels: Tensor, out: Tensor | None = None) -> Tensor:
     """The normalised per-entry channels ``[B, C, P]`` from flat ``[B, P]`` quantities.
 
     Args:
@@ -92,9 +92,11 @@ def entry_features(params: Tensor, grads: Tensor, momenta: Sequence[Tensor], sec
         second: the second-moment estimate ``v`` (already updated).
         direction: the bias-corrected Adam direction.
         numels: ``[T]`` entries per tensor (int64, on the entries' device).
+        out: a ``[B, C, P]`` buffer to write the features into (no autograd), or None.
     """
     # the tiny offset keeps d sqrt(v) / dv finite where v = 0 (meta-gradients would be NaN)
-    raw = torch.stack([params, grads, *momenta, (second + 1e-30).sqrt(), direction], 1)
+    raw = torch.stack([params, grads, *momenta, (second + 1e-30).sqrt(), direction], 1,
+                      out=out)
     if raw.requires_grad or torch._C._functorch.is_functorch_wrapped_tensor(raw):
         return normalize(raw, numels)
     return _normalize_(raw, numels, 1e-5)  # raw is ours: no copy

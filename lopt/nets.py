@@ -70,12 +70,13 @@ NET_KINDS = {"neuron": NeuronGMN, "gmn": GMN, "mlp": PerParameterMLP}
 """Net classes by the name meta_train's ``--model`` and checkpoints use."""
 
 
-def net_hparams(kind: str, update, hidden: int, layers: int) -> dict:
-    """The constructor arguments of a fresh net of ``kind`` for the update rule ``update``."""
+def net_hparams(kind: str, update, hidden: int, layers: int, entry_hidden: int = 0) -> dict:
+    """The constructor arguments of a fresh net of ``kind`` for the update rule ``update``
+    (``entry_hidden``: the neuron net's per-entry hidden width)."""
     if kind == "neuron":
         return dict(in_channels=update.entry_channels, out_channels=update.out_channels,
                     hidden=hidden, layers=layers, context_channels=len(update.step_taus),
-                    read_channels=update.read_channels)
+                    read_channels=update.read_channels, entry_hidden=entry_hidden)
     return dict(in_channels=update.in_channels, out_channels=update.out_channels,
                 hidden=hidden, layers=layers)
 

@@ -82,6 +82,7 @@ class GMNOptimizer(torch.optim.Optimizer):
         self._flat: Tensor | None = None  # [slots, P]: see _buffers
         self._views: list[list[Tensor]] = [[]]
         self._bad_state: set[Tensor] = set()
+        self._scratch: dict[str, Tensor] = {}  # step-to-step work buffers (see update_entries)
         bounds = [0, *itertools.accumulate(self.graph.param_numels)]
         self._spans = list(zip(bounds[:-1], bounds[1:]))
 
@@ -151,9 +152,9 @@ class GMNOptimizer(torch.optim.Optimizer):
         cfg = self.learned.update
         flat = self._buffers(compute)
         grads = [p.grad for p in params]
-        g = torch.cat([(x if x is not None else torch.zeros_like(p)).reshape(-1).to(compute)
-                       for x, p in zip(grads, params)])
-        x = torch.cat([p.detach().reshape(-1).to(compute) for p in params])
+        g = self._flatten([x if x is not None else torch.zeros_like(p)
+                           for x, p in zip(grads, params)], "grads", compute)
+        x = self._flatten([p.detach() for p in params], "params", compute)
         # the common case costs two reductions; only a non-finite value or a missing gradient
         # takes the per-tensor path
         all_ok = bool((g.sum() + x.sum()).isfinite())  # (an overflow only takes the slow path)
@@ -169,14 +170,11 @@ class GMNOptimizer(torch.optim.Optimizer):
         step = torch.tensor(float(self._step + 1), dtype=compute, device=x.device)
         saved = {i: flat[:, a:b].clone() for i, (a, b) in enumerate(self._spans)
                  if not active[i]}
-        new, momenta, second = update_entries(
+        new, _, _ = update_entries(
             self.learned.net, None, scales, self.graph, x[None], g[None],
             tuple(flat[j][None] for j in range(k)), flat[k][None], step, cfg, lr, wd,
-            stacked=False,
+            stacked=False, inplace=True, scratch=self._scratch,  # state updated in place
         )
-        for j, m in enumerate(momenta):
-            flat[j].copy_(m[0])
-        flat[k].copy_(second[0])
         for i, old in saved.items():  # masked tensors keep their state
             a, b = self._spans[i]
             flat[:, a:b].copy_(old)
@@ -194,6 +192,18 @@ class GMNOptimizer(torch.optim.Optimizer):
                     st.update(zip(names, views))
                 st["step"] = counter
         return loss
+
+    def _flatten(self, tensors: list[Tensor], key: str, dtype: torch.dtype) -> Tensor:
+        """The tensors one after the other in a work buffer ``[P]`` of ``dtype``."""
+        buf = self._scratch.get(key)
+        if buf is None or buf.dtype != dtype or buf.device != tensors[0].device:
+            buf = self._scratch[key] = torch.empty(self.graph.num_params, dtype=dtype,
+                                                   device=tensors[0].device)
+        if all(t.dtype == dtype for t in tensors):
+            return torch.cat([t.reshape(-1) for t in tensors], out=buf)
+        torch._foreach_copy_(list(torch.split(buf, self.graph.param_numels)),
+                             [t.reshape(-1) for t in tensors])
+        return buf
 
     def _mask(self, params: list[Tensor], grads: list[Tensor | None], g: Tensor, x: Tensor,
               flat: Tensor) -> list[bool]:

@@ -97,10 +97,14 @@ class MetaTrainConfig:
     horizon: int = cli.option(400, "maximum inner steps of a run before it resets; each run "
                               "samples its horizon uniformly in [horizon/2, horizon]",
                               check=cli.positive)
-    model: str = cli.option("gmn", "learned optimizer net: 'gmn' (graph metanetwork) or 'mlp' "
-                            "(per-parameter MLP, same features, no message passing)",
+    model: str = cli.option("gmn", "learned optimizer net: 'neuron' (graphs.NeuronGMN: per-entry "
+                            "cost a small constant), 'gmn' (per-edge graph metanetwork) or "
+                            "'mlp' (per-parameter MLP, same features, no message passing)",
                             choices=sorted(NET_KINDS))
     hidden: int = cli.option(32, "net width", check=cli.positive)
+    entry_hidden: int = cli.option(0, "--model neuron: width of the per-entry hidden layer "
+                                   "(0: the write is linear in an entry's features)",
+                                   check=cli.nonnegative)
     layers: int = cli.option(2, "net depth (GMN message-passing blocks / MLP hidden layers)",
                              check=cli.positive)
     seed: int = cli.option(0, "seed of the net init, inner runs and ES noise")
@@ -148,7 +152,7 @@ class MetaTrainConfig:
     # fields a resumed run may change; every other one defines the run
     RUN_CONTROL = ("steps", "out", "resume", "overwrite", "save_every", "nonfinite", "device",
                    "threads", "dist_timeout")
-    NET_FIELDS = ("model", "hidden", "layers", "alpha_init")
+    NET_FIELDS = ("model", "hidden", "entry_hidden", "layers", "alpha_init")
 
     def check(self) -> None:
         if self.resume and self.overwrite:
@@ -297,7 +301,8 @@ def _initial_lopt(cfg: MetaTrainConfig, device: torch.device) -> LearnedOptimize
             lopt.set_weight_decay(cfg.weight_decay_init)  # a checkpoint that had none
         return lopt
     ucfg = UpdateConfig(alpha_init=cfg.alpha_init, weight_decay_init=cfg.weight_decay_init)
-    lopt = LearnedOptimizer.fresh(cfg.model, cfg.hidden, cfg.layers, ucfg, cfg.seed)
+    lopt = LearnedOptimizer.fresh(cfg.model, cfg.hidden, cfg.layers, ucfg, cfg.seed,
+                                  cfg.entry_hidden)
     lopt.net.to(device)
     lopt.scales = {k: v.to(device) for k, v in lopt.scales.items()}
     return lopt

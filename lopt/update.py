@@ -254,31 +254,54 @@ def update_entries(
     lr: float | Tensor = 1.0,
     weight_decay: float | Tensor = 0.0,
     stacked: bool = True,
+    inplace: bool = False,
+    scratch: dict[str, Tensor] | None = None,
 ) -> tuple[Tensor, tuple[Tensor, ...], Tensor]:
     """:func:`learned_update` on flat entries: every quantity ``[B, P]`` in the graph's order.
 
     ``step`` is the new step count (already incremented); ``lr`` and ``weight_decay`` a
-    number or one value per entry. Returns the new ``(params, momenta, second)``.
+    number or one value per entry. Returns the new ``(params, momenta, second)``. With
+    ``inplace`` (no autograd: :class:`GMNOptimizer`) the momenta and ``second`` tensors are
+    updated in place and returned, saving a copy of the state per step, and the features are
+    written into ``scratch["features"]`` (allocated there once: a fresh P-sized buffer every
+    step costs page faults as much as the arithmetic).
     """
     numels = torch.tensor(graph.param_numels, device=params.device)
-    # m <- b m + (1 - b) g, one fused pass per momentum
-    momenta = tuple(torch.lerp(m, grads, 1 - b)
-                    for b, m in zip(cfg.momentum_decays, momenta, strict=True))
     bv = cfg.second_moment_decay
-    # a finite gradient above sqrt(dtype max) would square to inf (and the features to NaN):
-    # the second moment saturates at the largest finite value instead (identity otherwise)
-    second = torch.nan_to_num(torch.addcmul(bv * second, grads, grads, value=1 - bv),
-                              posinf=torch.finfo(grads.dtype).max)
+    big = torch.finfo(grads.dtype).max
+    # m <- b m + (1 - b) g, one fused pass per momentum; a finite gradient above
+    # sqrt(dtype max) would square to inf (and the features to NaN): the second moment
+    # saturates at the largest finite value instead (identity otherwise)
+    if inplace:
+        momenta = tuple(m.lerp_(grads, 1 - b)
+                        for b, m in zip(cfg.momentum_decays, momenta, strict=True))
+        second = second.mul_(bv).addcmul_(grads, grads, value=1 - bv).nan_to_num_(posinf=big)
+    else:
+        momenta = tuple(torch.lerp(m, grads, 1 - b)
+                        for b, m in zip(cfg.momentum_decays, momenta, strict=True))
+        second = torch.nan_to_num(torch.addcmul(bv * second, grads, grads, value=1 - bv),
+                                  posinf=big)
     corr1 = 1 - cfg.momentum_decays[0] ** step
     corr2 = 1 - bv**step
     direction = momenta[0] / (((second / corr2 + 1e-30).sqrt() + cfg.eps) * corr1)
-    x = entry_features(params, grads, momenta, second, direction, numels)
+    buffer = None
+    if scratch is not None:
+        shape = (params.shape[0], cfg.entry_channels, params.shape[1])
+        buffer = scratch.get("features")
+        if buffer is None or buffer.shape != shape or buffer.dtype != params.dtype or \
+                buffer.device != params.device:
+            buffer = scratch["features"] = params.new_empty(shape)
+    x = entry_features(params, grads, momenta, second, direction, numels, out=buffer)
     out = net_outputs(net, weights, graph, x, step_features(step, cfg.step_taus), stacked)
     alpha = scales["log_alpha"].exp()
     beta_dir = scales["log_beta_dir"].exp()
     beta_scale = scales["log_beta_scale"].exp()
-    u = alpha * torch.exp(beta_scale * torch.tanh(out[:, 1])) * (
-        direction + beta_dir * torch.tanh(out[:, 0]))
+    if inplace:  # the same expression, without P-sized temporaries (out is ours)
+        scale = out[:, 1].tanh_().mul_(beta_scale).exp_().mul_(alpha)
+        u = out[:, 0].tanh_().mul_(beta_dir).add_(direction).mul_(scale)
+    else:
+        u = alpha * torch.exp(beta_scale * torch.tanh(out[:, 1])) * (
+            direction + beta_dir * torch.tanh(out[:, 0]))
     lam = weight_decay
     if "log_weight_decay" in scales:
         lam = lam + scales["log_weight_decay"].exp()

@@ -50,12 +50,15 @@ ARCHITECTURES = {
 }
 
 
-@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
-def test_exactly_equivariant_to_sampled_automorphisms(arch):
+CASES = [(arch, 0) for arch in sorted(ARCHITECTURES)] + [("cnn_batchnorm", 4), ("vit", 4)]
+
+
+@pytest.mark.parametrize(("arch", "entry_hidden"), CASES)
+def test_exactly_equivariant_to_sampled_automorphisms(arch, entry_hidden):
     build, example = ARCHITECTURES[arch]
     model = build().double()
     pg = ParameterGraph.from_module(model, example_inputs=example)
-    net = _random_net(3, context=2)
+    net = _random_net(3, context=2, entry_hidden=entry_hidden)
     gen = torch.Generator().manual_seed(0)
     feats = [{n: torch.randn(s, generator=gen, dtype=torch.float64)
               for n, s in zip(pg.param_names, pg.param_shapes)} for _ in range(3)]
@@ -142,7 +145,7 @@ def test_message_passing_reaches_other_tensors():
     feats[first][0, 0] = 1.0  # one entry of the first layer
     moved = net(pg, feats)
     last = pg.param_names[-1]  # two layers away
-    assert float((moved[last] - base[last]).abs().max()) > 1e-6
+    assert float((moved[last] - base[last]).detach().abs().max()) > 1e-6
 
 
 def test_torch_func_grad_and_vmap_over_weights():

@@ -16,12 +16,13 @@ def random_lopt(seed: int = 0, hidden: int = 8, layers: int = 1, kind: str = "gm
     lo.net.to(dtype)
     net = lo.net
     heads = [net.edge_out] if kind == "gmn" else [net.head] if kind == "mlp" else [
-        net.entry_out, net.node_out]
+        net.entry_out, net.node_out, *([net.entry_mix] if net.config.entry_hidden else [])]
     g = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         for head in heads:
             head.weight.copy_(torch.randn(head.weight.shape, generator=g, dtype=dtype) * head_std)
-            head.bias.copy_(torch.randn(head.bias.shape, generator=g, dtype=dtype) * head_std)
+            if head.bias is not None:
+                head.bias.copy_(torch.randn(head.bias.shape, generator=g, dtype=dtype) * head_std)
     lo.scales = {k: v.to(dtype) for k, v in lo.scales.items()}
     return lo
 

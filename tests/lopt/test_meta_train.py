@@ -64,7 +64,7 @@ def test_resume_continues_exactly(tmp_path):
 @pytest.mark.parametrize("extra", [
     ["--estimator", "es", "--es-pairs", "1"],
     ["--model", "mlp"],
-    ["--model", "neuron", "--population", "2"],
+    ["--model", "neuron", "--entry-hidden", "4", "--population", "2"],
     ["--task", "digits_mlp_family", "--objective", "train", "--population", "2"],
     ["--meta-loss", "log", "--init", "shipped"],
     ["--init", "shipped", "--valid-split", "fixed"],
