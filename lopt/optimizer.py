@@ -113,9 +113,10 @@ class GMNOptimizer(torch.optim.Optimizer):
         ref = params[0]
         names = slot_names(len(self.learned.update.momentum_decays))
         flat = self._flat
+        # state[p] tensors that are not our views were put there by load_state_dict
         if flat is None or flat.dtype != compute or flat.device != ref.device or any(
-                self.state.get(p, {}).get(names[0]) is not v
-                for p, v in zip(params, self._views[0])):
+                self.state[p].get(names[0], v) is not v
+                for p, v in zip(params, self._views[0]) if p in self.state):
             old = flat
             flat = torch.zeros(len(names), self.graph.num_params, dtype=compute, device=ref.device)
             views = [list(torch.split(row, self.graph.param_numels)) for row in flat]

@@ -130,3 +130,24 @@ def test_shipped_weights_run_on_other_architectures():
     losses = train(model, GMNOptimizer(model), task, 30)
     assert all(map(torch.isfinite, map(torch.tensor, losses)))
     assert sum(losses[-5:]) < sum(losses[:5])
+
+
+def test_state_buffer_is_allocated_once_when_a_parameter_never_has_a_gradient(task):
+    model = task.make_model(0)
+    opt = GMNOptimizer(model)
+    idle = model.layers[1].bias
+
+    def step(t):
+        x, y = task.batch(t, 0)
+        opt.zero_grad()
+        task.loss(model(x), y).backward()
+        idle.grad = None  # e.g. a branch this batch did not take
+        opt.step()
+
+    step(0)
+    buffer, ptr = opt._flat, opt.state[model.layers[0].weight]["m0"].data_ptr()
+    step(1)
+    step(2)
+    assert opt._flat is buffer  # no re-packing step after step
+    assert opt.state[model.layers[0].weight]["m0"].data_ptr() == ptr
+    assert not opt.state.get(idle)
