@@ -13,13 +13,16 @@ With gradient :math:`g` and step :math:`t \leftarrow t + 1`, per parameter tenso
     u &= \alpha\, e^{\beta_s \tanh o_s} \bigl(d + \beta_d \tanh o_d\bigr) \\
     p &\leftarrow p - \eta\, u - \eta\, \alpha\, (\lambda + \omega)\, p
 
-where the net is a GMN over the parameter graph (or a per-parameter MLP), :math:`\eta` the
+where the net (:mod:`lopt.nets`: the per-edge GMN, the cheap :class:`graphs.NeuronGMN` or a
+per-parameter MLP) reads the model's parameter graph, :math:`\eta` the
 learning-rate multiplier (``param_group["lr"]``, 1 by default), :math:`\lambda` the user's
 decoupled weight decay, and :math:`\alpha, \beta_d, \beta_s` (and, when
 ``weight_decay_init > 0``, a learned decoupled weight decay :math:`\omega`, else
 :math:`\omega = 0`) meta-learned scalars stored as logarithms.
-A fresh net outputs zeros, so an untrained learned optimizer *is* Adam (AdamW with decay
-:math:`\omega` when it is learned) with step size :math:`\alpha` (initialised to 3.5e-3, the
+Everything is computed on flat ``[B, P]`` entries (:func:`update_entries`, the one home of
+the rule; :func:`learned_update` is its dict form for meta-training). A fresh net outputs
+zeros, so an untrained learned optimizer *is* Adam (AdamW with decay :math:`\omega` when it
+is learned) with step size :math:`\alpha` (initialised to 3.5e-3, the
 tuned Adam rate of the reference task). The net
 can only correct the direction by at most :math:`\beta_d` per entry and scale the step by a
 factor in :math:`[e^{-\beta_s}, e^{\beta_s}]`: the update magnitude stays bounded.
