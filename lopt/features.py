@@ -29,24 +29,25 @@ __all__ = ["entry_features", "normalize", "num_features", "num_tensor_features",
            "step_features"]
 
 
-def normalize(x: Tensor, numels: Tensor, eps: float = 1e-5) -> Tensor:
+def normalize(x: Tensor, numels: Sequence[int], eps: float = 1e-5) -> Tensor:
     r"""Per-tensor second-moment normalisation :math:`x / \sqrt{\epsilon + \mathrm{mean}(x^2)}`.
 
-    ``x`` is ``[..., P]`` with the entries of tensors of sizes ``numels`` (``[T]``, summing
+    ``x`` is ``[..., P]`` with the entries of tensors of sizes ``numels`` (``T`` ints summing
     to ``P``) one after the other; every leading index (a channel, a population member) is
     normalised on its own.
     """
     if x.requires_grad or torch._C._functorch.is_functorch_wrapped_tensor(x):
-        inv = torch.rsqrt(eps + _tensor_sums(x.square(), numels) / numels.to(x.dtype))
-        return x * torch.repeat_interleave(inv, numels, dim=-1, output_size=x.shape[-1])
+        sizes = torch.tensor(numels, device=x.device)
+        inv = torch.rsqrt(eps + _tensor_sums(x.square(), sizes) / sizes.to(x.dtype))
+        return x * torch.repeat_interleave(inv, sizes, dim=-1, output_size=x.shape[-1])
     return _normalize_(x.clone(), numels, eps)
 
 
-def _normalize_(x: Tensor, numels: Tensor, eps: float) -> Tensor:
+def _normalize_(x: Tensor, numels: Sequence[int], eps: float) -> Tensor:
     """:func:`normalize` in place, without autograd: one reduction per tensor and one fused
     in-place scaling of all of them (broadcasting ``T`` scales over ``P`` entries by an index
     costs ~10x more on CPU)."""
-    pieces = list(torch.split(x, numels.tolist(), -1))
+    pieces = list(torch.split(x, list(numels), -1))
     mean_sq = [torch.linalg.vector_norm(piece, dim=-1, keepdim=True) for piece in pieces]
     torch._foreach_mul_(mean_sq, mean_sq)
     torch._foreach_div_(mean_sq, [float(piece.shape[-1]) for piece in pieces])
@@ -83,7 +84,8 @@ def step_features(step: Tensor, taus: Sequence[float]) -> Tensor:
 
 
 def entry_features(params: Tensor, grads: Tensor, momenta: Sequence[Tensor], second: Tensor,
-                   direction: Tensor, numels: Tensor, out: Tensor | None = None) -> Tensor:
+                   direction: Tensor, numels: Sequence[int], out: Tensor | None = None
+                   ) -> Tensor:
     """The normalised per-entry channels ``[B, C, P]`` from flat ``[B, P]`` quantities.
 
     Args:
@@ -91,7 +93,7 @@ def entry_features(params: Tensor, grads: Tensor, momenta: Sequence[Tensor], sec
         momenta: one ``[B, P]`` per momentum decay (already updated this step).
         second: the second-moment estimate ``v`` (already updated).
         direction: the bias-corrected Adam direction.
-        numels: ``[T]`` entries per tensor (int64, on the entries' device).
+        numels: entries per tensor (``graph.param_numels``).
         out: a ``[B, C, P]`` buffer to write the features into (no autograd), or None.
     """
     # the tiny offset keeps d sqrt(v) / dv finite where v = 0 (meta-gradients would be NaN)

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from graphs import ParameterGraph
 from lopt.checkpoint import LearnedOptimizer, load_learned_optimizer
-from lopt.update import slot_names, update_entries
+from lopt.update import per_entry, slot_names, update_entries
 
 __all__ = ["GMNOptimizer"]
 
@@ -233,14 +233,8 @@ class GMNOptimizer(torch.optim.Optimizer):
 
     def _per_entry(self, key: str, ref: Tensor) -> float | Tensor:
         """A group hyper-parameter: one number, or one value per entry when groups differ."""
-        values = [group[key] for group in self.param_groups]
-        if len(set(values)) == 1:
-            return float(values[0])
-        of = {p: group[key] for group in self.param_groups for p in group["params"]}
-        per_tensor = torch.tensor([of[p] for p in self._order], dtype=ref.dtype,
-                                  device=ref.device)
-        numels = torch.tensor(self.graph.param_numels, device=ref.device)
-        return torch.repeat_interleave(per_tensor, numels, output_size=ref.numel())
+        return per_entry(self.graph, {self._names[p]: group[key] for group in self.param_groups
+                                      for p in group["params"]}, ref)
 
     # ------------------------------------------------------------------ (de)serialisation
     def state_dict(self) -> dict:

@@ -42,7 +42,7 @@ from torch.utils._pytree import register_dataclass
 from lopt.features import entry_features, num_features, num_tensor_features, step_features
 
 __all__ = ["UpdateConfig", "UpdateState", "init_scales", "init_state", "learned_update",
-           "net_outputs", "slot_names", "update_entries"]
+           "net_outputs", "per_entry", "slot_names", "update_entries"]
 
 
 
@@ -207,16 +207,17 @@ def _unflat(graph, x: Tensor, stacked: bool) -> dict[str, Tensor]:
             zip(graph.param_names, graph.param_shapes, torch.split(x, graph.param_numels, 1))}
 
 
-def _per_entry(graph, value: float | Mapping[str, float | Tensor], ref: Tensor,
-               numels: Tensor) -> float | Tensor:
-    """A number, or ``{name: value}`` -> one value per entry ``[P]`` (a number when equal)."""
+def per_entry(graph, value: float | Mapping[str, float | Tensor], ref: Tensor) -> float | Tensor:
+    """A number, or ``{name: value}`` -> one value per entry ``[P]`` like ``ref`` (a number
+    when all are equal numbers)."""
     if not isinstance(value, Mapping):
         return value
     values = [value[n] for n in graph.param_names]
     if all(isinstance(v, (int, float)) for v in values) and len(set(values)) == 1:
-        return values[0]
+        return float(values[0])
     per_tensor = torch.stack([torch.as_tensor(v, dtype=ref.dtype, device=ref.device)
                               for v in values])
+    numels = torch.tensor(graph.param_numels, device=ref.device)
     return torch.repeat_interleave(per_tensor, numels, output_size=ref.shape[-1])
 
 
@@ -269,7 +270,6 @@ def update_entries(
     written into ``scratch["features"]`` (allocated there once: a fresh P-sized buffer every
     step costs page faults as much as the arithmetic).
     """
-    numels = torch.tensor(graph.param_numels, device=params.device)
     bv = cfg.second_moment_decay
     big = torch.finfo(grads.dtype).max
     # m <- b m + (1 - b) g, one fused pass per momentum; a finite gradient above
@@ -294,7 +294,8 @@ def update_entries(
         if buffer is None or buffer.shape != shape or buffer.dtype != params.dtype or \
                 buffer.device != params.device:
             buffer = scratch["features"] = params.new_empty(shape)
-    x = entry_features(params, grads, momenta, second, direction, numels, out=buffer)
+    x = entry_features(params, grads, momenta, second, direction, graph.param_numels,
+                       out=buffer)
     out = net_outputs(net, weights, graph, x, step_features(step, cfg.step_taus), stacked)
     alpha = scales["log_alpha"].exp()
     beta_dir = scales["log_beta_dir"].exp()
@@ -350,12 +351,11 @@ def learned_update(
     stacked = batch is not None
     lead = batch if stacked else 1
     p = _flat(graph, params, lead)
-    numels = torch.tensor(graph.param_numels, device=p.device)
     step = state.step + 1
     new, momenta, second = update_entries(
         net, weights, scales, graph, p, _flat(graph, grads, lead),
         tuple(_flat(graph, m, lead) for m in state.momenta), _flat(graph, state.second, lead),
-        step, cfg, _per_entry(graph, lr, p, numels), _per_entry(graph, weight_decay, p, numels),
+        step, cfg, per_entry(graph, lr, p), per_entry(graph, weight_decay, p),
         stacked,
     )
     return _unflat(graph, new, stacked), UpdateState(
