@@ -90,6 +90,11 @@ class _Structure:
     pair_dst: Tensor  # [Q]
     nb_in: Tensor  # [N, 1] in-neighbours counted as the aggregation counts them (>= 1)
     nb_out: Tensor  # [N, 1]
+    # runs of consecutive entry edges into one node (a dense or convolution weight's rows):
+    # the fast read sums a run as one segment, not entry by entry into the same node
+    dst_run_node: Tensor  # [R]
+    dst_run_start: Tensor  # [R] first entry edge of each run
+    entry_ids: Tensor  # [P + T] 0, 1, ...
 
 
 def _unique_pairs(src: Tensor, dst: Tensor, n: int) -> tuple[Tensor, Tensor]:
@@ -150,6 +155,7 @@ def _structure(pg: ParameterGraph, device: torch.device, feature_dim: int) -> _S
     static = torch.cat([sinusoidal(nf[:, 1], feature_dim), sinusoidal(nf[:, 2], feature_dim),
                         torch.log1p(deg_in)[:, None], torch.log1p(deg_out)[:, None]], -1)
     tied = pg.tied_index.cpu()
+    dst_run_node, dst_run_len = torch.unique_consecutive(dst, return_counts=True)
     fields = dict(
         num_nodes=n, num_params=p, src=src, dst=dst, tied_index=tied,
         entry_count=torch.bincount(tied, minlength=p).float() + 1,
@@ -158,6 +164,8 @@ def _structure(pg: ParameterGraph, device: torch.device, feature_dim: int) -> _S
         block_src=block_src, block_src_id=block_src_id, block_dst=block_dst,
         block_dst_id=block_dst_id, num_blocks=len(blocks_s), pair_src=pair_src,
         pair_dst=pair_dst, nb_in=nb_in.clamp(min=1)[:, None], nb_out=nb_out.clamp(min=1)[:, None],
+        dst_run_node=dst_run_node, dst_run_start=torch.cumsum(dst_run_len, 0) - dst_run_len,
+        entry_ids=torch.arange(dst.numel()),
     )
     s = _Structure(**{k: v.to(device) if isinstance(v, Tensor) else v
                       for k, v in fields.items()})
@@ -195,6 +203,42 @@ def _neighbour_mean(z: Tensor, s: _Structure, incoming: bool) -> Tensor:
     if pair_from.numel():
         out = _add_rows(out, pair_to, z.index_select(1, pair_from))
     return out / count.to(z.dtype)
+
+
+def _fast(x: Tensor) -> bool:
+    """One graph, no autograd, no torch.func transform: the 1-D kernels apply (an optimizer
+    step; ~2x faster than the batched scatter / gather on CPU)."""
+    return x.shape[0] == 1 and not torch.is_grad_enabled() and \
+        not torch._C._functorch.is_functorch_wrapped_tensor(x)
+
+
+def _read_fast(x: Tensor, s: _Structure, channels) -> tuple[Tensor, Tensor]:
+    """:meth:`NeuronGMN.forward_flat`'s read for one graph, ``x [C, E]``: the sums into
+    destinations run by run (consecutive entries into one node sum as one segment, not as a
+    chain of dependent adds into one address), into sources by a 1-D ``index_add_``."""
+    n = s.num_nodes
+    sum_in = x.new_zeros(1, len(channels), n)
+    sum_out = x.new_zeros(1, len(channels), n)
+    for i, c in enumerate(channels):
+        # the runs as bags of one-number rows: embedding_bag's sum kernel beats segment_reduce
+        runs = torch.nn.functional.embedding_bag(s.entry_ids, x[c, :, None], s.dst_run_start,
+                                                 mode="sum")[:, 0]
+        sum_in[0, i].index_add_(0, s.dst_run_node, runs)
+        sum_out[0, i].index_add_(0, s.src, x[c])
+    return sum_in, sum_out
+
+
+def _write_fast(out: Tensor, weight: Tensor, bias: Tensor, x: Tensor, y: Tensor,
+                s: _Structure) -> None:
+    """``out [O, E] = W x + b + y_src[src] + y_dst[dst]`` for one graph, with 1-D
+    ``index_select`` into one reused buffer."""
+    o = out.shape[0]
+    torch.addmm(bias[:, None], weight, x, out=out)
+    y = y.contiguous()
+    tmp = x.new_empty(x.shape[1])
+    for c in range(o):
+        out[c].add_(torch.index_select(y[c], 0, s.src, out=tmp))
+        out[c].add_(torch.index_select(y[o + c], 0, s.dst, out=tmp))
 
 
 def _add_rows(base: Tensor, index: Tensor, rows: Tensor) -> Tensor:
@@ -270,16 +314,22 @@ class NeuronGMN(nn.Module):
             if layer.bias is not None:
                 nn.init.zeros_(layer.bias)
 
-    def forward_flat(self, pg: ParameterGraph, x: Tensor, context: Tensor | None = None
-                     ) -> Tensor:
+    def forward_flat(self, pg: ParameterGraph, x: Tensor, context: Tensor | None = None,
+                     out: Tensor | None = None) -> Tensor:
         """``x [B, C, P]`` (entries in ``pg``'s edge order) -> ``[B, out_channels, P]``.
 
-        ``context`` is ``[B, context_channels]`` (or ``[context_channels]``, shared).
+        ``context`` is ``[B, context_channels]`` (or ``[context_channels]``, shared). ``out``,
+        a ``[B, out_channels, P]`` tensor, receives the result (no autograd through it): a
+        caller that steps every iteration saves allocating it each time.
         """
         cfg = self.config
         if x.dim() != 3 or x.shape[1] != cfg.in_channels or x.shape[2] != pg.num_params:
             raise ValueError(f"NeuronGMN expects entries [B, {cfg.in_channels}, "
                              f"{pg.num_params}], got {tuple(x.shape)}")
+        if out is not None and out.shape != (x.shape[0], cfg.out_channels, x.shape[2]):
+            raise ValueError(f"out must be [B, {cfg.out_channels}, P] = "
+                             f"{[x.shape[0], cfg.out_channels, x.shape[2]]}, "
+                             f"got {list(out.shape)}")
         s = _structure(pg, x.device, cfg.feature_dim)
         b, c_in, p = x.shape
         n, dtype = s.num_nodes, x.dtype
@@ -287,11 +337,15 @@ class NeuronGMN(nn.Module):
             x = torch.cat([x, x[..., s.tied_index]], -1)
         # 1. read: mean features of each node's incoming and outgoing entries
         e = x.shape[-1]
-        runs = _runs(cfg.read_channels or tuple(range(c_in)))  # contiguous: views, no copy
-        sum_in = torch.cat([x.new_zeros(b, k - j, n).scatter_add(
-            2, s.dst.expand(b, k - j, e), x[:, j:k]) for j, k in runs], 1)
-        sum_out = torch.cat([x.new_zeros(b, k - j, n).scatter_add(
-            2, s.src.expand(b, k - j, e), x[:, j:k]) for j, k in runs], 1)
+        fast = _fast(x)
+        if fast:
+            sum_in, sum_out = _read_fast(x[0], s, cfg.read_channels or tuple(range(c_in)))
+        else:
+            runs = _runs(cfg.read_channels or tuple(range(c_in)))  # contiguous: views
+            sum_in = torch.cat([x.new_zeros(b, k - j, n).scatter_add(
+                2, s.dst.expand(b, k - j, e), x[:, j:k]) for j, k in runs], 1)
+            sum_out = torch.cat([x.new_zeros(b, k - j, n).scatter_add(
+                2, s.src.expand(b, k - j, e), x[:, j:k]) for j, k in runs], 1)
         read = torch.cat([sum_in.transpose(1, 2) / s.deg_in.to(dtype),
                           sum_out.transpose(1, 2) / s.deg_out.to(dtype)], -1)
         # 2. think on neurons
@@ -306,30 +360,40 @@ class NeuronGMN(nn.Module):
         y = self.node_out(self.norm_out(z)).transpose(1, 2)  # [B, 2 O, N]
         o = cfg.out_channels
         # 3. write: own features + the two endpoints' terms
-        if cfg.entry_hidden:
-            weight = torch.cat([self.entry_out.weight, self.entry_in.weight])
-            bias = torch.cat([self.entry_out.bias, self.entry_in.bias])
-            both = torch.baddbmm(bias[:, None].expand(b, -1, e), weight.expand(b, -1, c_in), x)
-            out, hidden = both[:, :o], both[:, o:].relu()
-            out = out.baddbmm(self.entry_mix.weight.expand(b, o, -1), hidden)
+        if fast and not cfg.entry_hidden:
+            res = out if out is not None and not s.tied_index.numel() else x.new_empty(1, o, e)
+            _write_fast(res[0], self.entry_out.weight, self.entry_out.bias, x[0], y[0], s)
         else:
-            out = torch.baddbmm(self.entry_out.bias[:, None].expand(b, o, e),
-                                self.entry_out.weight.expand(b, o, c_in), x)
-        out = out.add_(y[:, :o].gather(2, s.src.expand(b, o, e)))  # (in place: P-sized)
-        out = out.add_(y[:, o:].gather(2, s.dst.expand(b, o, e)))
+            if cfg.entry_hidden:
+                weight = torch.cat([self.entry_out.weight, self.entry_in.weight])
+                bias = torch.cat([self.entry_out.bias, self.entry_in.bias])
+                both = torch.baddbmm(bias[:, None].expand(b, -1, e), weight.expand(b, -1, c_in),
+                                     x)
+                res, hidden = both[:, :o], both[:, o:].relu()
+                res = res.baddbmm(self.entry_mix.weight.expand(b, o, -1), hidden)
+            else:
+                res = torch.baddbmm(self.entry_out.bias[:, None].expand(b, o, e),
+                                    self.entry_out.weight.expand(b, o, c_in), x)
+            res = res.add_(y[:, :o].gather(2, s.src.expand(b, o, e)))  # (in place: P-sized)
+            res = res.add_(y[:, o:].gather(2, s.dst.expand(b, o, e)))
         if s.tied_index.numel():
-            out = out[..., :p].index_add(2, s.tied_index, out[..., p:]) / s.entry_count.to(dtype)
-        return out
+            res = res[..., :p].index_add(2, s.tied_index, res[..., p:]) / s.entry_count.to(dtype)
+        if out is not None and res is not out:
+            return out.copy_(res)
+        return res
 
     def forward(self, pg: ParameterGraph, *feature_dicts: Mapping[str, Tensor] | Tensor,
-                context: Tensor | None = None) -> dict[str, Tensor] | Tensor:
+                context: Tensor | None = None, out: Tensor | None = None
+                ) -> dict[str, Tensor] | Tensor:
         """Per-parameter outputs, shaped like the parameters (trailing dim if ``out > 1``).
 
         One ``[B, C, P]`` tensor instead of the dicts runs :meth:`forward_flat` (the form
-        ``torch.func.functional_call`` can reach).
+        ``torch.func.functional_call`` can reach; ``out`` is its buffer, for it only).
         """
         if len(feature_dicts) == 1 and isinstance(feature_dicts[0], Tensor):
-            return self.forward_flat(pg, feature_dicts[0], context)
+            return self.forward_flat(pg, feature_dicts[0], context, out)
+        if out is not None:
+            raise ValueError("out= is for flat [B, C, P] entries, not feature dicts")
         if len(feature_dicts) != self.config.in_channels:
             raise ValueError(f"NeuronGMN built for in_channels={self.config.in_channels} got "
                              f"{len(feature_dicts)} feature dicts")

@@ -83,7 +83,7 @@ def step_features(step: Tensor, taus: Sequence[float]) -> Tensor:
     return torch.tanh(step / torch.tensor(taus, dtype=step.dtype, device=step.device) - 1.0)
 
 
-def entry_features(params: Tensor, grads: Tensor, momenta: Sequence[Tensor], second: Tensor,
+def entry_features(params: Tensor, grads: Tensor, momenta: Sequence[Tensor], root: Tensor,
                    direction: Tensor, numels: Sequence[int], out: Tensor | None = None
                    ) -> Tensor:
     """The normalised per-entry channels ``[B, C, P]`` from flat ``[B, P]`` quantities.
@@ -91,14 +91,20 @@ def entry_features(params: Tensor, grads: Tensor, momenta: Sequence[Tensor], sec
     Args:
         params, grads: ``[B, P]``.
         momenta: one ``[B, P]`` per momentum decay (already updated this step).
-        second: the second-moment estimate ``v`` (already updated).
+        root: :math:`\\sqrt{v + 10^{-30}}` of the updated second moment ``v``.
         direction: the bias-corrected Adam direction.
         numels: entries per tensor (``graph.param_numels``).
-        out: a ``[B, C, P]`` buffer to write the features into (no autograd), or None.
+        out: a ``[B, C, P]`` buffer to write the features into (no autograd), or None; a
+            quantity that already is its channel of ``out`` is not copied.
     """
-    # the tiny offset keeps d sqrt(v) / dv finite where v = 0 (meta-gradients would be NaN)
-    raw = torch.stack([params, grads, *momenta, (second + 1e-30).sqrt(), direction], 1,
-                      out=out)
-    if raw.requires_grad or torch._C._functorch.is_functorch_wrapped_tensor(raw):
-        return normalize(raw, numels)
+    if out is None:
+        raw = torch.stack([params, grads, *momenta, root, direction], 1)
+        if raw.requires_grad or torch._C._functorch.is_functorch_wrapped_tensor(raw):
+            return normalize(raw, numels)
+    else:  # each channel written in place (the same numbers as the stack)
+        raw = out
+        for c, value in enumerate((params, grads, *momenta, root, direction)):
+            channel = raw[:, c]
+            if value.data_ptr() != channel.data_ptr() or value.stride() != channel.stride():
+                channel.copy_(value)
     return _normalize_(raw, numels, 1e-5)  # raw is ours: no copy

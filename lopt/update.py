@@ -222,15 +222,19 @@ def per_entry(graph, value: float | Mapping[str, float | Tensor], ref: Tensor) -
 
 
 def net_outputs(net: nn.Module, weights: Mapping[str, Tensor] | None, graph, x: Tensor,
-                steps: Tensor, stacked: bool) -> Tensor:
+                steps: Tensor, stacked: bool, out: Tensor | None = None) -> Tensor:
     """The net's two outputs per entry ``[B, 2, P]`` from the features ``x [B, C, P]``.
 
     A net that reads flat entries and a context (``net.reads_entries``: :class:`NeuronGMN`)
     gets them as they are; the others (the per-edge GMN, the per-parameter MLP) get one
     parameter-shaped dict per channel, the step features broadcast as further channels.
+    ``out`` (no autograd), a ``[B, 2, P]`` buffer, receives the outputs of a net that reads
+    entries; the others return a new tensor.
     """
     if getattr(net, "reads_entries", False):
         args, kwargs = (graph, x), {"context": steps}
+        if out is not None:
+            kwargs["out"] = out
     else:
         channels = [_unflat(graph, x[:, c], stacked) for c in range(x.shape[1])]
         shapes = channels[0]
@@ -241,7 +245,9 @@ def net_outputs(net: nn.Module, weights: Mapping[str, Tensor] | None, graph, x: 
     if isinstance(out, Tensor):
         return out
     lead = x.shape[0]
-    return torch.cat([out[n].reshape(lead, -1, 2) for n in graph.param_names], 1).transpose(1, 2)
+    # contiguous: the in-place squash then runs the same (vectorised) kernel as the pure one
+    return torch.cat([out[n].reshape(lead, -1, 2) for n in graph.param_names],
+                     1).transpose(1, 2).contiguous()
 
 
 def update_entries(
@@ -266,9 +272,11 @@ def update_entries(
     ``step`` is the new step count (already incremented); ``lr`` and ``weight_decay`` a
     number or one value per entry. Returns the new ``(params, momenta, second)``. With
     ``inplace`` (no autograd: :class:`GMNOptimizer`) the momenta and ``second`` tensors are
-    updated in place and returned, saving a copy of the state per step, and the features are
-    written into ``scratch["features"]`` (allocated there once: a fresh P-sized buffer every
-    step costs page faults as much as the arithmetic).
+    updated in place and returned, saving a copy of the state per step, and the direction,
+    features, net outputs and new parameters are written into buffers kept in ``scratch``
+    (allocated there once: a fresh P-sized buffer every step costs page faults as much as the
+    arithmetic); the returned parameters are then a view of ``scratch["outputs"]``, valid
+    until the next call.
     """
     bv = cfg.second_moment_decay
     big = torch.finfo(grads.dtype).max
@@ -286,33 +294,65 @@ def update_entries(
                                   posinf=big)
     corr1 = 1 - cfg.momentum_decays[0] ** step
     corr2 = 1 - bv**step
-    direction = momenta[0] / (((second / corr2 + 1e-30).sqrt() + cfg.eps) * corr1)
-    buffer = None
-    if scratch is not None:
-        shape = (params.shape[0], cfg.entry_channels, params.shape[1])
-        buffer = scratch.get("features")
-        if buffer is None or buffer.shape != shape or buffer.dtype != params.dtype or \
-                buffer.device != params.device:
-            buffer = scratch["features"] = params.new_empty(shape)
-    x = entry_features(params, grads, momenta, second, direction, graph.param_numels,
-                       out=buffer)
-    out = net_outputs(net, weights, graph, x, step_features(step, cfg.step_taus), stacked)
+    # Adam's direction m / (c1 (sqrt(v) / sqrt(c2) + eps)), from the root sqrt(v + 1e-30) that
+    # is also a feature (the tiny offset keeps d sqrt(v) / dv finite where v = 0)
+    root_scale, floor = corr1 / corr2.sqrt(), cfg.eps * corr1
+    features = outputs = None
+    if inplace:  # the same arithmetic into reused buffers (scratch)
+        lead, p = params.shape
+        features = _scratch(scratch, "features", (lead, cfg.entry_channels, p), params)
+        outputs = _scratch(scratch, "outputs", (lead, cfg.out_channels, p), params)
+        root = torch.add(second, 1e-30, out=features[:, cfg.entry_channels - 2]).sqrt_()
+        direction = _scratch(scratch, "direction", (lead, p), params)
+        torch.mul(root, root_scale, out=direction).add_(floor)
+        direction = torch.div(momenta[0], direction, out=direction)
+    else:
+        root = (second + 1e-30).sqrt()
+        direction = momenta[0] / (root * root_scale + floor)
+    x = entry_features(params, grads, momenta, root, direction, graph.param_numels,
+                       out=features)
+    out = net_outputs(net, weights, graph, x, step_features(step, cfg.step_taus), stacked,
+                      out=outputs)
     alpha = scales["log_alpha"].exp()
     beta_dir = scales["log_beta_dir"].exp()
     beta_scale = scales["log_beta_scale"].exp()
+    # tanh o = 2 sigmoid(2 o) - 1 (sigmoid costs a quarter of tanh on CPU), so
+    # alpha exp(beta_s tanh o_s) = alpha e^{-beta_s} exp(2 beta_s sigmoid(2 o_s))
+    # and d + beta_d tanh o_d = (2 beta_d sigmoid(2 o_d) - beta_d) + d
     if inplace:  # the same expression, without P-sized temporaries (out is ours)
-        scale = out[:, 1].tanh_().mul_(beta_scale).exp_().mul_(alpha)
-        u = out[:, 0].tanh_().mul_(beta_dir).add_(direction).mul_(scale)
+        scale = out[:, 1].mul_(2).sigmoid_().mul_(2 * beta_scale).exp_().mul_(
+            alpha * (-beta_scale).exp())
+        u = out[:, 0].mul_(2).sigmoid_().mul_(2 * beta_dir).sub_(beta_dir).add_(
+            direction).mul_(scale)
     else:
-        u = alpha * torch.exp(beta_scale * torch.tanh(out[:, 1])) * (
-            direction + beta_dir * torch.tanh(out[:, 0]))
+        scale = torch.exp(torch.sigmoid(2 * out[:, 1]) * (2 * beta_scale)) * (
+            alpha * (-beta_scale).exp())
+        u = (torch.sigmoid(2 * out[:, 0]) * (2 * beta_dir) - beta_dir + direction) * scale
     lam = weight_decay
     if "log_weight_decay" in scales:
         lam = lam + scales["log_weight_decay"].exp()
+    decay = not (isinstance(lam, (int, float)) and lam == 0)
+    if inplace and not decay:  # new = params - lr u, into u's buffer
+        if not (isinstance(lr, (int, float)) and lr == 1):  # (1 * u is u)
+            u = u.mul_(lr)
+        return torch.sub(params, u, out=u), momenta, second
     new = params - lr * u
-    if not (isinstance(lam, (int, float)) and lam == 0):
+    if decay:
         new = new - lr * alpha * lam * params
     return new, momenta, second
+
+
+def _scratch(scratch: dict[str, Tensor] | None, key: str, shape: tuple[int, ...],
+             like: Tensor) -> Tensor:
+    """A work buffer kept in ``scratch`` from step to step (a fresh P-sized buffer every
+    step costs page faults as much as the arithmetic on it)."""
+    buf = None if scratch is None else scratch.get(key)
+    if buf is None or buf.shape != shape or buf.dtype != like.dtype or \
+            buf.device != like.device:
+        buf = like.new_empty(shape)
+        if scratch is not None:
+            scratch[key] = buf
+    return buf
 
 
 def learned_update(

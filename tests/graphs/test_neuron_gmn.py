@@ -74,6 +74,33 @@ def test_exactly_equivariant_to_sampled_automorphisms(arch, entry_hidden):
     assert max(float(v.detach().std()) for v in out.values() if v[..., 0].numel() > 1) > 1e-3
 
 
+@pytest.mark.parametrize(("arch", "entry_hidden"), [*CASES, ("tied", 0)])
+def test_the_one_graph_no_grad_path_equals_the_general_one(arch, entry_hidden):
+    """Without autograd, one graph takes 1-D kernels (segment sums, index_select into a
+    buffer, ``out=``): the same numbers as the batched scatter / gather path."""
+    if arch == "tied":
+        model = TiedLM().double()
+        pg = ParameterGraph.from_module(model, torch.zeros(1, 3, dtype=torch.long))
+    else:
+        build, example = ARCHITECTURES[arch]
+        pg = ParameterGraph.from_module(build().double(), example_inputs=example)
+    net = _random_net(3, context=2, entry_hidden=entry_hidden)
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(1, 3, pg.num_params, generator=gen, dtype=torch.float64)
+    context = torch.randn(2, generator=gen, dtype=torch.float64)
+    general = net(pg, x, context=context)  # grad enabled: the batched path
+    assert general.requires_grad
+    with torch.no_grad():
+        fast = net(pg, x, context=context)
+        buffer = torch.full((1, 2, pg.num_params), float("nan"), dtype=torch.float64)
+        into = net.forward_flat(pg, x, context, out=buffer)
+    assert into is buffer
+    torch.testing.assert_close(fast, general.detach(), rtol=0, atol=1e-12)
+    torch.testing.assert_close(buffer, general.detach(), rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="out must be"):
+        net.forward_flat(pg, x, context, out=buffer[:, :1])
+
+
 def test_neuron_graph_blocks_match_a_brute_force_aggregation():
     model = get_task("digits_resnet").make_model(0).double()
     pg = ParameterGraph.from_module(model)
