@@ -1,6 +1,7 @@
-r"""Meta-gradient estimators over one truncation: truncated backprop and antithetic ES.
+r"""Meta-gradient estimators over one truncation: truncated backprop, antithetic ES and
+persistent ES.
 
-Both return ``(meta_loss, grads, (params, state))`` where ``grads`` has ``meta``'s structure
+All return ``(meta_loss, grads, (params, state))`` where ``grads`` has ``meta``'s structure
 and ``(params, state)`` is the inner run advanced by the unperturbed learned optimizer.
 
 * **TBPTT**: :math:`\nabla_\phi L(\phi)` by ``torch.func.grad`` through the unroll.
@@ -13,6 +14,19 @@ and ``(params, state)`` is the inner run advanced by the unperturbed learned opt
 
   an unbiased gradient of the Gaussian-smoothed truncated meta-loss; it needs no backward
   pass and tolerates chaotic unrolls where backprop gradients explode.
+* **Persistent ES** (PES; Vicol et al., ICML 2021): each of the ``2 n`` perturbed learned
+  optimizers keeps *its own* inner run from truncation to truncation (the ``+`` and ``-``
+  members of a pair with fresh antithetic noise :math:`\pm\epsilon_i` each truncation), and
+  pair :math:`i` accumulates its noise since the run started,
+  :math:`\xi_i \leftarrow \xi_i + \epsilon_i`:
+
+  .. math::
+      \hat g = \frac{1}{2 n \sigma^2} \sum_{i=1}^{n} \xi_i \bigl(L_i^{+} - L_i^{-}\bigr).
+
+  Summed over a run's truncations it is an unbiased gradient of the smoothed meta-loss of the
+  *whole* unroll, however long (truncated backprop and ES ignore how the learned optimizer
+  shaped the state a truncation starts from: a bias towards short horizons). The particles
+  live in ``run.extra`` (checkpointed with the run; a reset starts them afresh).
 
 Meta-training sees them through one small interface, :class:`Estimator`: an object built
 from the meta-training config by the registry :data:`ESTIMATORS` (``--estimator NAME``),
@@ -23,7 +37,7 @@ step, slot) seeds any noise, so every rank and every resume draws the same.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import torch
@@ -32,10 +46,11 @@ from torch.func import grad_and_value, vmap
 
 from graphs import params as graph_params
 from lopt.unroll import InnerRun, unroll
-from lopt.update import State, UpdateConfig
+from lopt.update import State, UpdateConfig, UpdateState
 from tasks.base import mix_seed
 
-__all__ = ["ESTIMATORS", "ES", "Estimator", "TBPTT", "es_estimate", "tbptt_estimate"]
+__all__ = ["ESTIMATORS", "ES", "PES", "Estimator", "TBPTT", "es_estimate", "pes_estimate",
+           "tbptt_estimate"]
 
 Meta = Mapping[str, Mapping[str, Tensor]]
 
@@ -64,20 +79,98 @@ def es_estimate(net: nn.Module, meta: Meta, run: InnerRun, length: int, cfg: Upd
     as one ``torch.func.vmap`` over the stacked perturbed weights (each perturbed optimizer
     trains its own copy of ``run``'s inner networks).
     """
-    z = {g: {k: torch.randn((pairs, *v.shape), generator=generator, dtype=v.dtype).to(v.device)
-             for k, v in d.items()} for g, d in meta.items()}
-    perturbed = {g: {k: torch.cat([v + sigma * z[g][k], v - sigma * z[g][k]])
-                     for k, v in d.items()} for g, d in meta.items()}
+    eps = _perturbation(meta, pairs, sigma, generator)
 
     def perturbed_loss(m):
         return unroll(net, m, run, length, cfg, objective, meta_loss)[0]
 
     # randomness="same": every perturbation sees the same batches (common random numbers)
-    losses = vmap(perturbed_loss, randomness="same")(perturbed)  # [+z_1..+z_n, -z_1..-z_n]
-    coef = (losses[:pairs] - losses[pairs:]) / (2 * sigma * pairs)  # [pairs]
-    grads = {g: {k: torch.tensordot(coef, z[g][k], dims=1) for k in d} for g, d in meta.items()}
+    losses = vmap(perturbed_loss, randomness="same")(_antithetic(meta, eps))
+    grads = _combine(losses, eps, sigma)
     loss, (params, state) = unroll(net, meta, run, length, cfg, objective, meta_loss)
     return loss, grads, _detach(params, state)
+
+
+def _antithetic(meta: Meta, eps: dict) -> dict:
+    """The ``2 n`` perturbed meta-parameters ``[meta + eps_1 .. eps_n, meta - eps_1 .. eps_n]``."""
+    return {g: {k: torch.cat([v + eps[g][k], v - eps[g][k]]) for k, v in d.items()}
+            for g, d in meta.items()}
+
+
+def _combine(losses: Tensor, noise: dict, sigma: float) -> dict:
+    """``sum_i noise_i (L_i+ - L_i-) / (2 n sigma^2)`` from the losses of :func:`_antithetic`
+    (``noise``: ES's perturbation ``eps``, PES's accumulated ``xi``)."""
+    pairs = losses.shape[0] // 2
+    coef = (losses[:pairs] - losses[pairs:]) / (2 * sigma**2 * pairs)  # [pairs]
+    return {g: {k: torch.tensordot(coef, v, dims=1) for k, v in d.items()}
+            for g, d in noise.items()}
+
+
+PES_PREFIX = "pes."
+"""Keys of ``run.extra`` that :func:`pes_estimate` owns."""
+
+
+def _perturbation(meta: Meta, pairs: int, sigma: float, generator: torch.Generator | None
+                  ) -> dict:
+    """``sigma z``, ``z ~ N(0, I)``, one ``[pairs, *shape]`` per meta tensor."""
+    return {g: {k: sigma * torch.randn((pairs, *v.shape), generator=generator,
+                                       dtype=v.dtype).to(v.device) for k, v in d.items()}
+            for g, d in meta.items()}
+
+
+@torch.no_grad()
+def pes_estimate(net: nn.Module, meta: Meta, run: InnerRun, length: int, cfg: UpdateConfig,
+                 objective: str = "valid", sigma: float = 0.01, pairs: int = 4,
+                 generator: torch.Generator | None = None, meta_loss: str = "linear",
+                 ) -> tuple[Tensor, dict, tuple[dict, State]]:
+    """Persistent-ES estimate of one truncation (``2 * pairs + 1`` unrolls, no backward).
+
+    The ``2 * pairs`` particles (their inner runs, ``[2 * pairs, *]`` each, and the
+    accumulated noise ``xi``) are read from and written back to ``run.extra``; a run without
+    them (new, or reset) starts every particle from ``run``'s parameters and state with
+    ``xi = 0``. The particles run as one ``torch.func.vmap``, every one on the same batches.
+    """
+    eps = _perturbation(meta, pairs, sigma, generator)
+    extra = run.extra
+    key = PES_PREFIX + "xi."
+    if not any(k.startswith(PES_PREFIX) for k in extra):  # a new run: particles at its start
+        n = 2 * pairs
+        extra.update({f"{key}{g}.{k}": torch.zeros_like(e) for g, d in eps.items()
+                      for k, e in d.items()})
+        extra.update(_pes_pack(
+            {name: p.expand(n, *p.shape).clone() for name, p in run.params.items()},
+            run.state.map(lambda t: t.expand(n, *t.shape).clone())))
+    xi = {g: {k: extra[f"{key}{g}.{k}"] + e for k, e in d.items()} for g, d in eps.items()}
+    params, state = _pes_unpack(extra, run)
+
+    def particle(m, p, s):
+        loss, (p, s) = unroll(net, m, replace(run, params=p, state=s, extra={}), length, cfg,
+                              objective, meta_loss)
+        return loss, p, s
+
+    losses, params, state = vmap(particle, randomness="same")(_antithetic(meta, eps), params,
+                                                              state)
+    grads = _combine(losses, xi, sigma)
+    extra.update({f"{key}{g}.{k}": x for g, d in xi.items() for k, x in d.items()})
+    extra.update(_pes_pack(params, state))
+    loss, (params, state) = unroll(net, meta, run, length, cfg, objective, meta_loss)
+    return loss, grads, _detach(params, state)
+
+
+def _pes_pack(params: dict[str, Tensor], state: State) -> dict[str, Tensor]:
+    """The particles' inner runs as ``run.extra`` entries."""
+    out = {f"{PES_PREFIX}params.{n}": p for n, p in params.items()}
+    out[f"{PES_PREFIX}state.step"] = state.step
+    for slot, d in state.slots().items():
+        out.update({f"{PES_PREFIX}state.{slot}.{n}": t for n, t in d.items()})
+    return out
+
+
+def _pes_unpack(extra: dict[str, Tensor], run: InnerRun) -> tuple[dict[str, Tensor], State]:
+    params = {n: extra[f"{PES_PREFIX}params.{n}"] for n in run.params}
+    slots = {slot: {n: extra[f"{PES_PREFIX}state.{slot}.{n}"] for n in d}
+             for slot, d in run.state.slots().items()}
+    return params, UpdateState.from_slots(extra[f"{PES_PREFIX}state.step"], slots)
 
 
 def _detach(params: dict, state: State) -> tuple[dict, State]:
@@ -88,7 +181,8 @@ Estimate = tuple[Tensor, dict, tuple[dict, State]]
 
 
 class Estimator(Protocol):
-    """A meta-gradient estimator over one truncation of an inner run."""
+    """A meta-gradient estimator over one truncation of an inner run. One that keeps state
+    from truncation to truncation (PES) keeps it in ``run.extra``."""
 
     def estimate(self, net: nn.Module, meta: Meta, run: InnerRun, length: int,
                  key: tuple[int, int]) -> Estimate:
@@ -126,9 +220,29 @@ class ES:
                            self.pairs, gen, self.meta_loss)
 
 
+@dataclass(frozen=True)
+class PES:
+    """Persistent evolution strategies (:func:`pes_estimate`), noise seeded by
+    ``(seed, key)``; the particles are kept in ``run.extra``."""
+
+    update: UpdateConfig
+    objective: str = "valid"
+    meta_loss: str = "linear"
+    sigma: float = 0.01
+    pairs: int = 4
+    seed: int = 0
+
+    def estimate(self, net, meta, run, length, key) -> Estimate:
+        gen = torch.Generator().manual_seed(mix_seed(self.seed, *key, 11))
+        return pes_estimate(net, meta, run, length, self.update, self.objective, self.sigma,
+                            self.pairs, gen, self.meta_loss)
+
+
 ESTIMATORS: dict[str, Callable[..., Estimator]] = {
     "tbptt": lambda update, cfg: TBPTT(update, cfg.objective, cfg.meta_loss),
     "es": lambda update, cfg: ES(update, cfg.objective, cfg.meta_loss, cfg.es_sigma,
                                  cfg.es_pairs, cfg.seed),
+    "pes": lambda update, cfg: PES(update, cfg.objective, cfg.meta_loss, cfg.es_sigma,
+                                   cfg.es_pairs, cfg.seed),
 }
 """``--estimator`` name -> factory ``(update_config, meta_train_config) -> Estimator``."""

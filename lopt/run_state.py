@@ -2,7 +2,8 @@
 
 :class:`RunState` is everything ``--resume`` needs beyond the config: the learned
 optimizer, the outer learner's Adam state, every task slot's inner run (parameters,
-optimizer state, seeds, step, horizon), the reset counters, the outer step and the log.
+optimizer state, seeds, step, horizon, what an estimator keeps with it), the reset
+counters, the outer step and the log.
 :meth:`RunState.files` turns it into the checkpoint's files, written as one transaction
 (:func:`common.persistence.write_checkpoint`)::
 
@@ -53,6 +54,7 @@ def run_record(run: InnerRun) -> tuple[dict, dict[str, Tensor]]:
     tensors["state.step"] = run.state.step.cpu()
     for k, v in run.state.slots().items():
         tensors.update({f"state.{k}.{n}": t.cpu() for n, t in v.items()})
+    tensors.update({f"extra.{k}": t.cpu() for k, t in run.extra.items()})
     return {"seeds": list(run.seeds), "step": run.step, "horizon": run.horizon}, tensors
 
 
@@ -64,6 +66,8 @@ def restore_run(run: InnerRun, info: dict, tensors: dict[str, Tensor]) -> InnerR
     slots = {k: {n: tensors[f"state.{k}.{n}"].to(device) for n in v}
              for k, v in run.state.slots().items()}
     run.state = UpdateState.from_slots(tensors["state.step"].to(device), slots)
+    run.extra = {k[len("extra."):]: t.to(device) for k, t in tensors.items()
+                 if k.startswith("extra.")}
     return run
 
 

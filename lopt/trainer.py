@@ -2,15 +2,16 @@
 
 Each outer step is a *truncated step*: every task slot's inner run advances by one
 truncation of ``truncation`` inner steps while an :class:`~lopt.estimators.Estimator`
-(``--estimator``: truncated backprop, antithetic ES) estimates the meta-gradient of its
-meta-loss; the :class:`~lopt.outer.OuterLearner` applies the mean over all slots (and
-processes). Inner runs carry their parameters and optimizer state across truncations until
-a horizon sampled uniformly from ``[horizon/2, horizon]``, then restart with a new seed (and,
-for a task family, a newly sampled task). With ``valid_split="resample"`` (the default)
-every run holds out its own random 20 % of the task's train set as the meta-objective's
-valid split, so the learned optimizer cannot specialise to one fixed set of validation
-examples. Each slot is a *population* of ``population`` networks of one task (different
-seeds) trained in one batched computation (:mod:`lopt.unroll`).
+(``--estimator``: truncated backprop, antithetic ES, persistent ES) estimates the meta-
+gradient of its meta-loss; the :class:`~lopt.outer.OuterLearner` applies the mean over all
+slots (and processes). Inner runs carry their parameters and optimizer state across
+truncations until a horizon sampled uniformly from ``[horizon/2, horizon]``, then restart
+with a new seed (and, for a task family, a newly sampled task). With
+``valid_split="resample"`` (the default) every run holds out its own random 20 % of the
+task's train set as the meta-objective's valid split, so the learned optimizer cannot
+specialise to one fixed set of validation examples. Each slot is a *population* of
+``population`` networks of one task (different seeds) trained in one batched computation
+(:mod:`lopt.unroll`).
 
 Several processes (``torchrun``): slots are dealt round-robin to the ranks, each seeded by
 its global index (the same flags give the same tasks whatever the number of processes);
@@ -121,7 +122,8 @@ class MetaTrainConfig:
                            "folder) instead of a fresh net (its net and update rule replace "
                            "--model/--hidden/--layers/--alpha-init)")
     estimator: str = cli.option("tbptt", "meta-gradient estimator: 'tbptt' (truncated "
-                                "backprop) or 'es' (antithetic evolution strategies)",
+                                "backprop), 'es' (antithetic evolution strategies) or 'pes' "
+                                "(persistent ES: unbiased over the whole unroll)",
                                 choices=sorted(ESTIMATORS))
     outer_lr: float = cli.option(1e-3, "outer Adam learning rate for the net",
                                  check=cli.positive)
@@ -129,8 +131,9 @@ class MetaTrainConfig:
                                  "beta_dir, beta_scale (and omega)", check=cli.nonnegative)
     grad_clip: float = cli.option(1.0, "global norm clip of the meta-gradient",
                                   check=cli.positive)
-    es_sigma: float = cli.option(0.01, "ES perturbation scale", check=cli.positive)
-    es_pairs: int = cli.option(4, "ES antithetic pairs per inner run", check=cli.positive)
+    es_sigma: float = cli.option(0.01, "ES / PES perturbation scale", check=cli.positive)
+    es_pairs: int = cli.option(4, "ES / PES antithetic pairs per inner run",
+                               check=cli.positive)
     alpha_init: float = cli.option(3.5e-3, "initial step size alpha (the untrained optimizer "
                                    "is Adam with this lr)", check=cli.positive)
     weight_decay_init: float = cli.option(0.0, "initial learned decoupled weight decay omega "

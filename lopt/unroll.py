@@ -29,7 +29,7 @@ learned-optimizer call on the stacked parameter graph (:meth:`graphs.GMN.forward
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
@@ -54,6 +54,9 @@ class InnerRun:
         params, state: stacked inner parameters ``{name: [P, *shape]}`` and optimizer state
             (detached; ``state.step`` is shared by the members).
         step: inner steps taken so far; ``horizon`` steps after which the run is reset.
+        extra: tensors an estimator keeps with the run across truncations (PES: its
+            particles' inner runs and accumulated noise), ``{name: tensor}``; checkpointed
+            with the run, empty in a new one (a reset starts them afresh).
     """
 
     task: Task
@@ -64,6 +67,7 @@ class InnerRun:
     state: State
     step: int
     horizon: int
+    extra: dict[str, Tensor] = field(default_factory=dict)
 
     @property
     def population(self) -> int:

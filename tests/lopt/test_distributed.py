@@ -33,14 +33,18 @@ def log_rows(folder: Path) -> list[list[str]]:
     return [r.split(",") for r in (folder / "log.csv").read_text().splitlines()[1:]]
 
 
-def test_two_processes_match_one_and_resume_as_a_group(tmp_path):
+@pytest.mark.parametrize("estimator", [[], ["--estimator", "pes", "--es-pairs", "1",
+                                            "--horizon", "9"]], ids=["tbptt", "pes"])
+def test_two_processes_match_one_and_resume_as_a_group(tmp_path, estimator):
+    """(PES: each rank keeps its slot's particles; the checkpoint gathers them.)"""
     one, two = tmp_path / "one", tmp_path / "two"
-    r = meta_train_cli(*TINY, "--steps", "4", "--out", str(one))
+    r = meta_train_cli(*TINY, *estimator, "--steps", "4", "--out", str(one))
     assert r.returncode == 0, r.stderr[-3000:]
     # two ranks, one task slot each: 3 outer steps, then the group resumes to 4
-    r = torchrun("-m", "lopt.meta_train", *TINY, "--steps", "3", "--out", str(two))
+    r = torchrun("-m", "lopt.meta_train", *TINY, *estimator, "--steps", "3", "--out", str(two))
     assert r.returncode == 0, r.stderr[-3000:]
-    r = torchrun("-m", "lopt.meta_train", *TINY, "--steps", "4", "--out", str(two), "--resume")
+    r = torchrun("-m", "lopt.meta_train", *TINY, *estimator, "--steps", "4", "--out", str(two),
+                 "--resume")
     assert r.returncode == 0, r.stderr[-3000:]
     a, b = log_rows(one), log_rows(two)
     assert len(a) == len(b) == 4

@@ -48,10 +48,16 @@ def test_two_outer_steps_give_a_loadable_checkpoint(tmp_path):
     assert all(torch.isfinite(torch.tensor(losses)))
 
 
-def test_resume_continues_exactly(tmp_path):
-    main([*TINY, "--steps", "3", "--out", str(tmp_path / "a")])
-    main([*TINY, "--steps", "2", "--out", str(tmp_path / "b"), "--save-every", "1"])
-    main([*TINY, "--steps", "3", "--out", str(tmp_path / "b"), "--resume"])
+@pytest.mark.parametrize("extra", [[], ["--estimator", "pes", "--es-pairs", "2",
+                                        "--horizon", "12"]])
+def test_resume_continues_exactly(tmp_path, extra):
+    """(PES: the particles' inner runs are checkpointed with the run, mid-run at step 2.)"""
+    main([*TINY, *extra, "--steps", "3", "--out", str(tmp_path / "a")])
+    main([*TINY, *extra, "--steps", "2", "--out", str(tmp_path / "b"), "--save-every", "1"])
+    if extra:
+        assert any(k.startswith("run0.extra.pes.") for k in
+                   load_file(str(tmp_path / "b" / "train_state.safetensors")))
+    main([*TINY, *extra, "--steps", "3", "--out", str(tmp_path / "b"), "--resume"])
     a = load_file(str(tmp_path / "a" / "lopt.safetensors"))
     b = load_file(str(tmp_path / "b" / "lopt.safetensors"))
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-6
@@ -63,6 +69,7 @@ def test_resume_continues_exactly(tmp_path):
 
 @pytest.mark.parametrize("extra", [
     ["--estimator", "es", "--es-pairs", "1"],
+    ["--estimator", "pes", "--es-pairs", "1", "--population", "2"],
     ["--model", "mlp"],
     ["--model", "neuron", "--entry-hidden", "4", "--population", "2"],
     ["--task", "digits_mlp_family", "--objective", "train", "--population", "2"],
