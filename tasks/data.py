@@ -41,6 +41,7 @@ __all__ = [
     "load_image_fitting",
     "load_mnist1d",
     "load_sequence_task",
+    "load_synthetic_classification",
     "load_tabular",
     "load_teacher_student",
     "make_sequence_dataset",
@@ -330,6 +331,34 @@ def load_tabular(name: str, seed: int = 0, test_fraction: float = 0.2) -> DataSp
         y = torch.as_tensor(bunch.target, dtype=torch.int64)
         y_train, y_test = y[train], y[test]
     return DataSplit(x_train, y_train, x_test, y_test)
+
+
+@functools.lru_cache(maxsize=16)
+def load_synthetic_classification(seed: int = 0, in_features: int = 8, num_classes: int = 3,
+                                  num_train: int = 2000, num_test: int = 500) -> DataSplit:
+    """A synthetic classification problem: scikit-learn's ``make_classification`` (clusters
+    of points on the vertices of a hypercube in ``in_features // 2 + 1`` informative
+    dimensions, the others linear combinations and noise, 1 % flipped labels), seeded by
+    ``seed``; features standardised with the train rows' statistics.
+
+    Returns:
+        ``DataSplit`` with ``x_* [N, in_features]`` float32 and ``y_* [N]`` int64 class ids.
+    """
+    from sklearn.datasets import make_classification
+
+    if in_features < 2 or num_classes < 2:
+        raise ValueError(f"need in_features >= 2 and num_classes >= 2, got {in_features}, "
+                         f"{num_classes}")
+    informative = in_features // 2 + 1
+    x, y = make_classification(
+        n_samples=num_train + num_test, n_features=in_features, n_informative=informative,
+        n_redundant=(in_features - informative) // 2, n_classes=num_classes,
+        n_clusters_per_class=2 if 2 * num_classes <= 2**informative else 1, random_state=seed,
+    )
+    x = torch.as_tensor(x, dtype=torch.float32)
+    y = torch.as_tensor(y, dtype=torch.int64)
+    x_train, x_test = _standardize(x[:num_train], x[num_train:])
+    return DataSplit(x_train, y[:num_train], x_test, y[num_train:])
 
 
 @functools.lru_cache(maxsize=4)

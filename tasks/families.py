@@ -17,7 +17,13 @@ import torch
 
 from tasks import architectures as arch
 from tasks.base import SupervisedTask, Task, mix_seed
-from tasks.data import DataSplit, load_mnist1d, load_sequence_task
+from tasks.data import (
+    DataSplit,
+    load_mnist1d,
+    load_sequence_task,
+    load_synthetic_classification,
+    load_teacher_student,
+)
 from tasks.registry import TASKS, digits_data
 
 __all__ = [
@@ -25,6 +31,7 @@ __all__ = [
     "CNNFamily",
     "MLPFamily",
     "MixtureFamily",
+    "SyntheticMLPFamily",
     "TaskFamily",
     "TransformerFamily",
     "get_family",
@@ -162,16 +169,70 @@ class TransformerFamily(TaskFamily):
 
 
 @dataclass(frozen=True)
+class SyntheticMLPFamily(TaskFamily):
+    """MLPs on generated data of sampled dimensions: classification
+    (:func:`~tasks.data.load_synthetic_classification`, ``in_features`` and classes sampled)
+    or regression onto a random teacher (:func:`~tasks.data.load_teacher_student`, a tanh
+    teacher ``in -> teacher_width -> 1``, MSE).
+
+    Attributes:
+        kind: ``"classification"`` or ``"teacher_student"``.
+        data_seeds: generation seeds to choose from (each draw is cached in memory).
+    """
+
+    name: str
+    kind: Literal["classification", "teacher_student"] = "classification"
+    in_features: tuple[int, ...] = (6, 8, 12, 20)
+    classes: tuple[int, ...] = (2, 3, 5)
+    teacher_widths: tuple[int, ...] = (8, 16)
+    widths: tuple[int, ...] = (8, 16, 32)
+    depths: tuple[int, ...] = (1, 2)
+    activations: tuple[arch.ActivationName, ...] = ("relu", "tanh", "gelu")
+    data_seeds: tuple[int, ...] = tuple(range(101, 109))
+    batch_size: int = 128
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("classification", "teacher_student"):
+            raise ValueError(f"kind must be 'classification' or 'teacher_student', got "
+                             f"{self.kind!r}")
+
+    def sample(self, seed: int) -> SupervisedTask:
+        g = torch.Generator().manual_seed(mix_seed(seed))
+        d = _choice(self.in_features, g)
+        width, depth = _choice(self.widths, g), _choice(self.depths, g)
+        act = _choice(self.activations, g)
+        data_seed = _choice(self.data_seeds, g)
+        if self.kind == "classification":
+            k = _choice(self.classes, g)
+            return SupervisedTask(
+                name=f"{self.name}/in{d}-k{k}-w{width}-d{depth}-{act}-data{data_seed}",
+                model_fn=partial(arch.MLP, d, (width,) * depth, k, act),
+                data_fn=partial(load_synthetic_classification, data_seed, d, k),
+                batch_size=self.batch_size, num_classes=k,
+            )
+        teacher = _choice(self.teacher_widths, g)
+        return SupervisedTask(
+            name=f"{self.name}/in{d}-t{teacher}-w{width}-d{depth}-{act}-data{data_seed}",
+            model_fn=partial(arch.MLP, d, (width,) * depth, 1, act),
+            data_fn=partial(load_teacher_student, data_seed, 2000, 500, d, (teacher,)),
+            batch_size=self.batch_size, num_classes=None, regression_loss_clip=2.0,
+        )
+
+
+@dataclass(frozen=True)
 class MixtureFamily(TaskFamily):
     """Draws one of ``members`` (uniformly), then a task from it: meta-training on a mixture
     sees several kinds of architecture. Task names are ``"{name}/{member task name}"``."""
 
     name: str
     members: tuple[TaskFamily, ...]
+    batch_sizes: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.members:
             raise ValueError(f"mixture {self.name!r} needs at least one member family")
+        if any(b < 1 for b in self.batch_sizes):
+            raise ValueError(f"batch sizes must be positive, got {self.batch_sizes}")
 
     def sample(self, seed: int) -> Task:
         g = torch.Generator().manual_seed(mix_seed(seed, 1))
@@ -184,7 +245,11 @@ class MixtureFamily(TaskFamily):
 
     def _member_task(self, index: int, seed: int) -> Task:
         task = self.members[index].sample(mix_seed(seed, 2, index) % (2**31))
-        return replace(task, name=f"{self.name}/{task.name}")
+        if not self.batch_sizes:
+            return replace(task, name=f"{self.name}/{task.name}")
+        g = torch.Generator().manual_seed(mix_seed(seed, 5))
+        batch = _choice(self.batch_sizes, g)
+        return replace(task, name=f"{self.name}/{task.name}-b{batch}", batch_size=batch)
 
 
 def _small_mix() -> MixtureFamily:
@@ -193,6 +258,18 @@ def _small_mix() -> MixtureFamily:
         CNNFamily("digits_small_cnn", channels=(4, 8), data_seeds=(0,)),
         TransformerFamily("seq_small_transformer"),
     ))
+
+
+def _generalist_mix() -> MixtureFamily:
+    return MixtureFamily("generalist_mix", (
+        FAMILIES["digits_small_mlp_family"](),
+        MLPFamily("mnist1d_small_mlp", "mnist1d", widths=(16, 32), depths=(1, 2),
+                  data_seeds=(1, 2)),
+        SyntheticMLPFamily("synthetic_classification"),
+        SyntheticMLPFamily("synthetic_teacher_student", "teacher_student"),
+        CNNFamily("digits_small_cnn", channels=(4, 8), data_seeds=(0,)),
+        TransformerFamily("seq_small_transformer"),
+    ), batch_sizes=(32, 64, 128))
 
 
 FAMILIES: dict[str, Callable[[], TaskFamily]] = {
@@ -210,6 +287,13 @@ FAMILIES: dict[str, Callable[[], TaskFamily]] = {
     # sequence data than the benchmark's (seed 0). The benchmark's CNN (8, 16), transformer
     # (width 32), wider / deeper MLPs and mnist1d all stay held out.
     "digits_seq_small_mix": _small_mix,
+    # meta-training for breadth (issue 15): a sixth each of digits_small_mlp_family; MLPs of
+    # width 16 / 32 on two mnist1d draws other than the benchmark's (seed 42); MLPs on
+    # synthetic classification problems and on teacher-student regressions of sampled
+    # dimensions; digits_seq_small_mix's CNNs and transformers; batch 32, 64 or 128. No
+    # architecture of the held-out suite (lopt.suite) and none of its test examples appear
+    # (tests/lopt/test_suite.py checks both)
+    "generalist_mix": _generalist_mix,
 }
 """Task-family constructors by name."""
 

@@ -12,6 +12,7 @@ from tasks.data import (
     load_image_fitting,
     load_mnist1d,
     load_sequence_task,
+    load_synthetic_classification,
     load_tabular,
     load_teacher_student,
     make_sequence_dataset,
@@ -165,3 +166,17 @@ def test_teacher_student_is_seeded_standardised_and_leaves_global_rng_alone():
     assert 0.08 < float(residual.std()) < 0.12
     other = load_teacher_student.__wrapped__(seed=4, num_train=500, num_test=100)
     assert not torch.equal(other.y_train, noisy.y_train)
+
+
+def test_synthetic_classification_is_seeded_standardised_and_checks_its_arguments():
+    a = load_synthetic_classification(3, 12, 5)
+    assert a.x_train.shape == (2000, 12) and a.x_test.shape == (500, 12)
+    assert a.y_train.dtype == torch.int64 and set(a.y_train.tolist()) == set(range(5))
+    torch.testing.assert_close(a.x_train.mean(0), torch.zeros(12), atol=1e-5, rtol=0)
+    torch.testing.assert_close(a.x_train.std(0, unbiased=False), torch.ones(12), atol=1e-4,
+                               rtol=0)
+    load_synthetic_classification.cache_clear()
+    assert torch.equal(load_synthetic_classification(3, 12, 5).x_test, a.x_test)
+    assert not torch.equal(load_synthetic_classification(4, 12, 5).x_test, a.x_test)
+    with pytest.raises(ValueError, match="num_classes"):
+        load_synthetic_classification(0, 8, 1)

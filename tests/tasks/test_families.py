@@ -8,6 +8,7 @@ from tasks.families import (
     CNNFamily,
     MixtureFamily,
     MLPFamily,
+    SyntheticMLPFamily,
     TransformerFamily,
     get_family,
 )
@@ -122,3 +123,25 @@ def test_get_task_or_family_resolves_both_and_names_both_when_unknown():
     assert isinstance(get_task_or_family("digits_seq_small_mix"), TaskFamily)
     with pytest.raises(KeyError, match="tasks: .*digits_mlp32.*families: .*digits_seq_small_mix"):
         get_task_or_family("nope")
+
+
+@pytest.mark.parametrize("kind", ["classification", "teacher_student"])
+def test_synthetic_family_models_fit_their_data(kind):
+    family = SyntheticMLPFamily("s", kind)
+    for seed in range(4):
+        task = family.sample(seed)
+        x, y = task.batch(0, 0)
+        out = task.make_model(0)(x)
+        loss = task.loss(out, y)
+        assert torch.isfinite(loss) and out.shape[0] == x.shape[0] == task.batch_size
+        assert (task.num_classes is None) == (kind == "teacher_student")
+    with pytest.raises(ValueError, match="kind"):
+        SyntheticMLPFamily("s", "images")
+
+
+def test_mixture_samples_batch_sizes():
+    mix = get_family("generalist_mix")
+    sizes = {mix.sample(s).batch_size for s in range(40)}
+    assert sizes == {32, 64, 128}
+    with pytest.raises(ValueError, match="batch sizes"):
+        MixtureFamily("m", (MLPFamily("f"),), batch_sizes=(0,))
