@@ -55,7 +55,10 @@ def run_record(run: InnerRun) -> tuple[dict, dict[str, Tensor]]:
     for k, v in run.state.slots().items():
         tensors.update({f"state.{k}.{n}": t.cpu() for n, t in v.items()})
     tensors.update({f"extra.{k}": t.cpu() for k, t in run.extra.items()})
-    return {"seeds": list(run.seeds), "step": run.step, "horizon": run.horizon}, tensors
+    info = {"seeds": list(run.seeds), "step": run.step, "horizon": run.horizon}
+    if run.reparam:
+        info["reparam"] = dict(run.reparam)
+    return info, tensors
 
 
 def restore_run(run: InnerRun, info: dict, tensors: dict[str, Tensor]) -> InnerRun:
@@ -68,6 +71,7 @@ def restore_run(run: InnerRun, info: dict, tensors: dict[str, Tensor]) -> InnerR
     run.state = UpdateState.from_slots(tensors["state.step"].to(device), slots)
     run.extra = {k[len("extra."):]: t.to(device) for k, t in tensors.items()
                  if k.startswith("extra.")}
+    run.reparam = {n: float(s) for n, s in info.get("reparam", {}).items()}
     return run
 
 

@@ -5,8 +5,10 @@ truncation of ``truncation`` inner steps while an :class:`~lopt.estimators.Estim
 (``--estimator``: truncated backprop, antithetic ES, persistent ES) estimates the meta-
 gradient of its meta-loss; the :class:`~lopt.outer.OuterLearner` applies the mean over all
 slots (and processes). Inner runs carry their parameters and optimizer state across
-truncations until a horizon sampled uniformly from ``[horizon/2, horizon]``, then restart
-with a new seed (and, for a task family, a newly sampled task). With
+truncations until a horizon sampled from ``[horizon/2, horizon]`` (or log-uniformly from
+``[truncation, horizon]``), then restart with a new seed (and, for a task family, a newly
+sampled task); with ``augment_scale`` every run re-parameterises its tensors by random
+scales (:func:`lopt.unroll.reparameterize`). With
 ``valid_split="resample"`` (the default) every run holds out its own random 20 % of the
 task's train set as the meta-objective's valid split, so the learned optimizer cannot
 specialise to one fixed set of validation examples. Each slot is a *population* of
@@ -30,6 +32,7 @@ from step 0 if it died before its first checkpoint.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -59,7 +62,7 @@ from lopt.estimators import ESTIMATORS, Estimator
 from lopt.nets import NET_KINDS
 from lopt.outer import OuterLearner
 from lopt.run_state import RUN_FILES, RunState, read_log, read_run_files, restore_run, run_record
-from lopt.unroll import InnerRun, new_inner_run
+from lopt.unroll import InnerRun, log_uniform_scales, new_inner_run, reparameterize
 from lopt.update import UpdateConfig
 from tasks import FAMILIES, TASKS, TaskFamily, get_task_or_family
 from tasks.base import Task, mix_seed
@@ -69,6 +72,10 @@ __all__ = ["MetaTrainConfig", "meta_train", "plot_log"]
 CONFIG_JSON, PLOT = "config.json", "meta_loss.png"
 OUTPUTS = (*RUN_FILES, CONFIG_JSON, PLOT)
 """Every file meta-training writes into its folder."""
+
+
+def _at_least_one(value: float) -> str | None:
+    return None if math.isfinite(value) and value >= 1 else "must be a finite number >= 1"
 
 
 @dataclass
@@ -95,9 +102,16 @@ class MetaTrainConfig:
                                  "trained in one batched computation", check=cli.positive)
     truncation: int = cli.option(20, "inner steps per truncation (unroll length "
                                  "backpropagated through)", check=cli.positive)
-    horizon: int = cli.option(400, "maximum inner steps of a run before it resets; each run "
-                              "samples its horizon uniformly in [horizon/2, horizon]",
-                              check=cli.positive)
+    horizon: int = cli.option(400, "maximum inner steps of a run before it resets (see "
+                              "--horizon-sampling)", check=cli.positive)
+    horizon_sampling: str = cli.option(
+        "uniform", "each run's horizon: 'uniform' in [horizon/2, horizon] or 'loguniform' in "
+        "[truncation, horizon] (short and long runs alike: a learned optimizer for any "
+        "training length)", choices=["uniform", "loguniform"])
+    augment_scale: float = cli.option(
+        1.0, "task augmentation: every run re-parameterises each parameter tensor as "
+        "theta = s * phi, s log-uniform in [1/A, A] (Celo: 1000), and the optimizer trains "
+        "phi, so it cannot rely on one weight scale; 1 = off", check=_at_least_one)
     model: str = cli.option("gmn", "learned optimizer net: 'neuron' (graphs.NeuronGMN: per-entry "
                             "cost a small constant), 'gmn' (per-edge graph metanetwork) or "
                             "'mlp' (per-parameter MLP, same features, no message passing)",
@@ -201,9 +215,18 @@ def new_run(cfg: MetaTrainConfig, source: TaskSource, ucfg: UpdateConfig, slot: 
     """Slot ``slot``'s inner run after ``resets`` resets, at inner step 0."""
     seeds = member_seeds(cfg, slot, resets)
     g = torch.Generator().manual_seed(mix_seed(cfg.seed, slot, resets, 1))
-    lo = max(cfg.truncation, cfg.horizon // 2)
-    horizon = int(torch.randint(lo, max(lo, cfg.horizon) + 1, (1,), generator=g))
-    return new_inner_run(source.task(seeds[0]), seeds, horizon, ucfg, device)
+    if cfg.horizon_sampling == "loguniform":
+        lo, hi = math.log(cfg.truncation), math.log(max(cfg.truncation, cfg.horizon))
+        horizon = round(math.exp(lo + (hi - lo) * float(torch.rand((), generator=g))))
+    else:
+        lo = max(cfg.truncation, cfg.horizon // 2)
+        horizon = int(torch.randint(lo, max(lo, cfg.horizon) + 1, (1,), generator=g))
+    run = new_inner_run(source.task(seeds[0]), seeds, horizon, ucfg, device)
+    if cfg.augment_scale > 1:
+        g = torch.Generator().manual_seed(mix_seed(cfg.seed, slot, resets, 4))
+        run = reparameterize(run, log_uniform_scales(run.graph.param_names, cfg.augment_scale,
+                                                     g))
+    return run
 
 
 def truncated_step(cfg: MetaTrainConfig, estimator: Estimator, lopt: LearnedOptimizer,

@@ -28,8 +28,9 @@ learned-optimizer call on the stacked parameter graph (:meth:`graphs.GMN.forward
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import Tensor, nn
@@ -40,7 +41,8 @@ from graphs import ParameterGraph
 from lopt.update import State, UpdateConfig, init_state, learned_update
 from tasks import Task
 
-__all__ = ["InnerRun", "clipped_loss", "new_inner_run", "unroll"]
+__all__ = ["InnerRun", "clipped_loss", "log_uniform_scales", "new_inner_run", "reparameterize",
+           "unroll"]
 
 
 @dataclass
@@ -57,6 +59,9 @@ class InnerRun:
         extra: tensors an estimator keeps with the run across truncations (PES: its
             particles' inner runs and accumulated noise), ``{name: tensor}``; checkpointed
             with the run, empty in a new one (a reset starts them afresh).
+        reparam: task augmentation (:func:`reparameterize`): the network computes with
+            ``scale * p`` for every ``{name: scale}``, so the optimizer trains ``p`` (empty:
+            none).
     """
 
     task: Task
@@ -68,6 +73,7 @@ class InnerRun:
     step: int
     horizon: int
     extra: dict[str, Tensor] = field(default_factory=dict)
+    reparam: dict[str, float] = field(default_factory=dict)
 
     @property
     def population(self) -> int:
@@ -92,6 +98,36 @@ def new_inner_run(task: Task, seeds: int | Sequence[int], horizon: int, cfg: Upd
     graph = (graph or ParameterGraph.from_module(model)).to(device)
     params = {n: torch.stack([m[n] for m in members]) for n in graph.param_names}
     return InnerRun(task, model, graph, seeds, params, init_state(params, cfg), 0, horizon)
+
+
+def reparameterize(run: InnerRun, scales: Mapping[str, float]) -> InnerRun:
+    r"""Task augmentation (Celo, VeLO): a fresh ``run`` whose networks compute with
+    :math:`\theta = s \, \phi` per tensor, the optimizer training :math:`\phi = \theta / s`.
+
+    The networks' function, losses and trajectories under plain gradient descent in
+    :math:`\theta` are unchanged, but the optimizer sees parameters scaled by :math:`1/s` and
+    gradients by :math:`s`: a learned optimizer meta-trained over many scales cannot rely on
+    one weight scale.
+    """
+    if run.step or run.extra:
+        raise ValueError("reparameterize a fresh inner run (step 0), not one in progress")
+    unknown = sorted(set(scales) - set(run.params))
+    if unknown:
+        raise ValueError(f"scales for unknown parameters {unknown}")
+    bad = {n: s for n, s in scales.items() if not (math.isfinite(s) and s > 0)}
+    if bad:
+        raise ValueError(f"scales must be finite and positive, got {bad}")
+    params = {n: p / scales[n] if n in scales else p for n, p in run.params.items()}
+    return replace(run, params=params, reparam={**run.reparam, **dict(scales)})
+
+
+def log_uniform_scales(names: Sequence[str], bound: float, generator: torch.Generator
+                       ) -> dict[str, float]:
+    """One scale per name, log-uniform in ``[1 / bound, bound]``."""
+    if not bound >= 1:
+        raise ValueError(f"the scale bound must be >= 1, got {bound}")
+    u = torch.rand(len(names), generator=generator, dtype=torch.float64) * 2 - 1
+    return {n: math.exp(float(v) * math.log(bound)) for n, v in zip(names, u, strict=True)}
 
 
 def clipped_loss(loss: Tensor, clip: float) -> Tensor:
@@ -142,7 +178,11 @@ def unroll(
     task, model, seeds = run.task, run.model, run.seeds
     ref = next(iter(run.params.values()))
 
+    reparam = run.reparam
+
     def loss_fn(params: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
+        if reparam:
+            params = {n: p * reparam[n] if n in reparam else p for n, p in params.items()}
         return task.loss(functional_call(model, params, (x,)), y)
 
     inner_grads, member_losses = vmap(grad(loss_fn)), vmap(loss_fn)

@@ -49,14 +49,17 @@ def test_two_outer_steps_give_a_loadable_checkpoint(tmp_path):
 
 
 @pytest.mark.parametrize("extra", [[], ["--estimator", "pes", "--es-pairs", "2",
-                                        "--horizon", "12"]])
+                                        "--horizon", "12", "--augment-scale", "1000"]])
 def test_resume_continues_exactly(tmp_path, extra):
-    """(PES: the particles' inner runs are checkpointed with the run, mid-run at step 2.)"""
+    """(PES: the particles' inner runs are checkpointed with the run, mid-run at step 2, and
+    so are the augmented runs' scales.)"""
     main([*TINY, *extra, "--steps", "3", "--out", str(tmp_path / "a")])
     main([*TINY, *extra, "--steps", "2", "--out", str(tmp_path / "b"), "--save-every", "1"])
     if extra:
         assert any(k.startswith("run0.extra.pes.") for k in
                    load_file(str(tmp_path / "b" / "train_state.safetensors")))
+        runs = json.loads((tmp_path / "b" / "train_state.json").read_text())["runs"]
+        assert len(runs[0]["reparam"]) == 4
     main([*TINY, *extra, "--steps", "3", "--out", str(tmp_path / "b"), "--resume"])
     a = load_file(str(tmp_path / "a" / "lopt.safetensors"))
     b = load_file(str(tmp_path / "b" / "lopt.safetensors"))
@@ -155,3 +158,22 @@ def test_a_meta_gradient_whose_norm_overflows_counts_as_non_finite(tmp_path, mon
     rows = (tmp_path / "log.csv").read_text().splitlines()[1:]
     norms = [float(r.split(",")[2]) for r in rows]
     assert len(norms) == 3 and norms[1] != norms[1] and all(n == n for n in norms[::2])
+
+
+def test_new_runs_sample_log_uniform_horizons_and_scales():
+    from lopt.trainer import MetaTrainConfig, TaskSource, new_run
+    from lopt.update import UpdateConfig
+
+    cfg = MetaTrainConfig(task="digits_mlp32", truncation=10, horizon=2000,
+                          horizon_sampling="loguniform", augment_scale=1000.0)
+    source = TaskSource(cfg.task)
+    runs = [new_run(cfg, source, UpdateConfig(), 0, r, torch.device("cpu")) for r in range(40)]
+    horizons = [r.horizon for r in runs]
+    assert all(10 <= h <= 2000 for h in horizons)
+    assert min(horizons) < 60 and max(horizons) > 600  # short and long runs alike
+    scales = [s for r in runs for s in r.reparam.values()]
+    assert all(1e-3 <= s <= 1e3 for s in scales) and min(scales) < 0.01 and max(scales) > 100
+    again = new_run(cfg, source, UpdateConfig(), 0, 7, torch.device("cpu"))
+    assert again.reparam == runs[7].reparam and again.horizon == runs[7].horizon
+    with pytest.raises(SystemExit):
+        main([*TINY, "--augment-scale", "0.5", "--out", "unused"])
