@@ -25,7 +25,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["entry_features", "normalize", "num_features", "num_tensor_features",
+__all__ = ["entry_features", "normalize", "normalize_", "num_features", "num_tensor_features",
            "step_features"]
 
 
@@ -40,11 +40,11 @@ def normalize(x: Tensor, numels: Sequence[int], eps: float = 1e-5) -> Tensor:
         sizes = torch.tensor(numels, device=x.device)
         inv = torch.rsqrt(eps + _tensor_sums(x.square(), sizes) / sizes.to(x.dtype))
         return x * torch.repeat_interleave(inv, sizes, dim=-1, output_size=x.shape[-1])
-    return _normalize_(x.clone(), numels, eps)
+    return normalize_(x.clone(), numels, eps)
 
 
-def _normalize_(x: Tensor, numels: Sequence[int], eps: float) -> Tensor:
-    """:func:`normalize` in place, without autograd: one reduction per tensor and one fused
+def normalize_(x: Tensor, numels: Sequence[int], eps: float) -> Tensor:
+    """:func:`normalize` in place (no autograd): one reduction per tensor and one fused
     in-place scaling of all of them (broadcasting ``T`` scales over ``P`` entries by an index
     costs ~10x more on CPU)."""
     pieces = list(torch.split(x, list(numels), -1))
@@ -107,4 +107,4 @@ def entry_features(params: Tensor, grads: Tensor, momenta: Sequence[Tensor], roo
             channel = raw[:, c]
             if value.data_ptr() != channel.data_ptr() or value.stride() != channel.stride():
                 channel.copy_(value)
-    return _normalize_(raw, numels, 1e-5)  # raw is ours: no copy
+    return normalize_(raw, numels, 1e-5)  # raw is ours: no copy

@@ -150,6 +150,10 @@ class MetaTrainConfig:
                                check=cli.positive)
     alpha_init: float = cli.option(3.5e-3, "initial step size alpha (the untrained optimizer "
                                    "is Adam with this lr)", check=cli.positive)
+    normalize_update: bool = cli.option(False, "divide each tensor's update direction by its "
+                                        "root mean square before scaling it (Celo2's "
+                                        "normalised update; the untrained optimizer is then "
+                                        "Adam with unit-RMS steps per tensor)")
     weight_decay_init: float = cli.option(0.0, "initial learned decoupled weight decay omega "
                                           "(AdamW's, relative to alpha); 0 = none",
                                           check=cli.nonnegative)
@@ -169,7 +173,7 @@ class MetaTrainConfig:
     # fields a resumed run may change; every other one defines the run
     RUN_CONTROL = ("steps", "out", "resume", "overwrite", "save_every", "nonfinite", "device",
                    "threads", "dist_timeout")
-    NET_FIELDS = ("model", "hidden", "entry_hidden", "layers", "alpha_init")
+    NET_FIELDS = ("model", "hidden", "entry_hidden", "layers", "alpha_init", "normalize_update")
 
     def check(self) -> None:
         if self.resume and self.overwrite:
@@ -326,7 +330,8 @@ def _initial_lopt(cfg: MetaTrainConfig, device: torch.device) -> LearnedOptimize
         if cfg.weight_decay_init > 0 and lopt.weight_decay == 0:
             lopt.set_weight_decay(cfg.weight_decay_init)  # a checkpoint that had none
         return lopt
-    ucfg = UpdateConfig(alpha_init=cfg.alpha_init, weight_decay_init=cfg.weight_decay_init)
+    ucfg = UpdateConfig(alpha_init=cfg.alpha_init, weight_decay_init=cfg.weight_decay_init,
+                        normalize_update=cfg.normalize_update)
     lopt = LearnedOptimizer.fresh(cfg.model, cfg.hidden, cfg.layers, ucfg, cfg.seed,
                                   cfg.entry_hidden)
     lopt.net.to(device)

@@ -25,7 +25,9 @@ zeros, so an untrained learned optimizer *is* Adam (AdamW with decay :math:`\ome
 is learned) with step size :math:`\alpha` (initialised to 3.5e-3, the
 tuned Adam rate of the reference task). The net
 can only correct the direction by at most :math:`\beta_d` per entry and scale the step by a
-factor in :math:`[e^{-\beta_s}, e^{\beta_s}]`: the update magnitude stays bounded.
+factor in :math:`[e^{-\beta_s}, e^{\beta_s}]`: the update magnitude stays bounded. With
+``UpdateConfig.normalize_update`` the bracket is first divided by its root mean square per
+tensor (Celo2's normalised update), so the step's size is set by the scaling alone.
 """
 
 from __future__ import annotations
@@ -39,7 +41,14 @@ from torch import Tensor, nn
 from torch.func import functional_call
 from torch.utils._pytree import register_dataclass
 
-from lopt.features import entry_features, num_features, num_tensor_features, step_features
+from lopt.features import (
+    entry_features,
+    normalize,
+    normalize_,
+    num_features,
+    num_tensor_features,
+    step_features,
+)
 
 __all__ = ["UpdateConfig", "UpdateState", "init_scales", "init_state", "learned_update",
            "net_outputs", "per_entry", "slot_names", "update_entries"]
@@ -86,6 +95,9 @@ def slot_names(num_momenta: int) -> list[str]:
 
 
 register_dataclass(UpdateState)
+
+UPDATE_EPS = 1e-16
+"""``UpdateConfig.normalize_update``'s offset under the square root of the mean square."""
 State = UpdateState  # the name the unrolls and estimators use
 
 
@@ -103,6 +115,11 @@ class UpdateConfig:
         weight_decay_init: initial learned decoupled weight decay :math:`\\omega` (relative
             to :math:`\\alpha`, as AdamW's); 0 (the default, and what checkpoints from before
             it existed load as) = no learned weight decay.
+        normalize_update: divide each tensor's direction :math:`d + \\beta_d \\tanh o_d` by
+            its root mean square before scaling it (Celo2's normalised update: every tensor
+            moves by :math:`\\eta \\alpha e^{\\beta_s \\tanh o_s}` in RMS, whatever the
+            gradients' history); False (the default, and older checkpoints): an untrained
+            net is Adam.
     """
 
     momentum_decays: tuple[float, ...] = (0.9, 0.99, 0.999)
@@ -113,6 +130,7 @@ class UpdateConfig:
     beta_dir_init: float = 0.1
     beta_scale_init: float = 1.0
     weight_decay_init: float = 0.0
+    normalize_update: bool = False
 
     def __post_init__(self) -> None:
         def bad(name: str, value, need: str):
@@ -138,6 +156,8 @@ class UpdateConfig:
                 bad(name, value, "positive")
         if self.weight_decay_init < 0:
             bad("weight_decay_init", self.weight_decay_init, ">= 0")
+        if not isinstance(self.normalize_update, bool):
+            bad("normalize_update", self.normalize_update, "true or false")
 
     @property
     def in_channels(self) -> int:
@@ -322,12 +342,17 @@ def update_entries(
     if inplace:  # the same expression, without P-sized temporaries (out is ours)
         scale = out[:, 1].mul_(2).sigmoid_().mul_(2 * beta_scale).exp_().mul_(
             alpha * (-beta_scale).exp())
-        u = out[:, 0].mul_(2).sigmoid_().mul_(2 * beta_dir).sub_(beta_dir).add_(
-            direction).mul_(scale)
+        u = out[:, 0].mul_(2).sigmoid_().mul_(2 * beta_dir).sub_(beta_dir).add_(direction)
+        if cfg.normalize_update:
+            u = normalize_(u, graph.param_numels, UPDATE_EPS)
+        u = u.mul_(scale)
     else:
         scale = torch.exp(torch.sigmoid(2 * out[:, 1]) * (2 * beta_scale)) * (
             alpha * (-beta_scale).exp())
-        u = (torch.sigmoid(2 * out[:, 0]) * (2 * beta_dir) - beta_dir + direction) * scale
+        u = torch.sigmoid(2 * out[:, 0]) * (2 * beta_dir) - beta_dir + direction
+        if cfg.normalize_update:
+            u = normalize(u, graph.param_numels, UPDATE_EPS)
+        u = u * scale
     lam = weight_decay
     if "log_weight_decay" in scales:
         lam = lam + scales["log_weight_decay"].exp()

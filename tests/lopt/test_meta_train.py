@@ -72,7 +72,7 @@ def test_resume_continues_exactly(tmp_path, extra):
 
 @pytest.mark.parametrize("extra", [
     ["--estimator", "es", "--es-pairs", "1"],
-    ["--estimator", "pes", "--es-pairs", "1", "--population", "2"],
+    ["--estimator", "pes", "--es-pairs", "1", "--population", "2", "--normalize-update"],
     ["--model", "mlp"],
     ["--model", "neuron", "--entry-hidden", "4", "--population", "2"],
     ["--task", "digits_mlp_family", "--objective", "train", "--population", "2"],
@@ -91,6 +91,8 @@ def test_variants_run(tmp_path, extra):
         assert cfg["update"]["weight_decay_init"] == 0.01
         assert "scales.log_weight_decay" in load_file(str(tmp_path / "lopt.safetensors"))
         assert float((tmp_path / "log.csv").read_text().splitlines()[1].split(",")[6]) > 0
+    if "--normalize-update" in extra:
+        assert cfg["update"]["normalize_update"] is True
     if "log" in extra:
         assert float((tmp_path / "log.csv").read_text().splitlines()[1].split(",")[1]) < 0
 

@@ -49,6 +49,23 @@ def test_fresh_learned_optimizer_with_learned_weight_decay_is_adamw(task):
     assert max_diff(dict(m1.named_parameters()), dict(m2.named_parameters())) < 1e-10
 
 
+@pytest.mark.parametrize("kind", ["gmn", "neuron"])
+def test_a_fresh_normalised_update_moves_every_tensor_by_alpha_in_rms(task, kind):
+    model = task.make_model(0).double()
+    lo = LearnedOptimizer.fresh(kind, update=UpdateConfig(alpha_init=1e-2,
+                                                          normalize_update=True))
+    lo.scales = init_scales(lo.update, torch.float64)
+    opt = GMNOptimizer(model, checkpoint=lo)
+    for t in range(3):
+        before = {k: v.detach().clone() for k, v in model.named_parameters()}
+        train(model, opt, task, 1, start=t)
+        for k, v in model.named_parameters():
+            rms = float((v.detach() - before[k]).square().mean().sqrt())
+            assert rms == pytest.approx(1e-2, rel=1e-6), k
+    with pytest.raises(ValueError, match="normalize_update"):
+        UpdateConfig(normalize_update=1)
+
+
 def test_learned_weight_decay_is_optional_and_validated():
     assert "log_weight_decay" not in init_scales(UpdateConfig())
     with pytest.raises(ValueError, match="weight_decay_init"):
