@@ -311,9 +311,15 @@ class Editor(nn.Module):
     def forward(self, params: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """Batched params -> edited batched params (same keys, shapes, dtype)."""
         batched, single = self._checked(params)
-        scale = self.scale.to(next(iter(batched.values())).dtype)
-        normed = {k: batched[k] / scale[i] for i, k in enumerate(self.shapes)}
-        delta = self.metanet(normed)
+        dtype = next(iter(batched.values())).dtype
+        if any(v.dtype != dtype or not v.is_floating_point() for v in batched.values()):
+            raise ValueError("every parameter tensor must have the same floating dtype, got "
+                             f"{sorted({str(v.dtype) for v in batched.values()})}")
+        scale = self.scale.to(dtype)
+        # the metanetwork computes in its own dtype; the edit is applied in the input's
+        own = self.scale.dtype
+        normed = {k: (batched[k] / scale[i]).to(own) for i, k in enumerate(self.shapes)}
+        delta = {k: v.to(dtype) for k, v in self.metanet(normed).items()}
         gammas = self.gammas().to(scale)
         if self.config.output_scale == "preact":
             scale = self.out_scale.to(scale)

@@ -102,13 +102,46 @@ def _layers(params: Mapping[str, Tensor]) -> list[tuple[Tensor, Tensor]]:
         for k, m in zip(keys, matches, strict=True):
             assert m is not None
             by_idx.setdefault(int(m["idx"]), {})[m["kind"]] = params[k]
+        missing = sorted(set(range(max(by_idx) + 1)) - set(by_idx)) if by_idx else []
+        if missing:
+            raise ValueError(f"layers {missing} are missing: layer indices must run 0.."
+                             f"{max(by_idx)} without gaps; got keys {keys}")
         try:
-            return [(by_idx[i]["weight"], by_idx[i]["bias"]) for i in sorted(by_idx)]
+            layers = [(by_idx[i]["weight"], by_idx[i]["bias"]) for i in sorted(by_idx)]
         except KeyError as err:
             raise ValueError(f"every layer needs a weight and a bias; got keys {keys}") from err
-    if len(keys) % 2:
+    elif len(keys) % 2:
         raise ValueError(f"expected alternating weight/bias entries; got keys {keys}")
-    return [(params[keys[i]], params[keys[i + 1]]) for i in range(0, len(keys), 2)]
+    else:
+        layers = [(params[keys[i]], params[keys[i + 1]]) for i in range(0, len(keys), 2)]
+    _check_layers(layers, keys[::2] if not all(matches) else
+                  [f"layer {i}" for i in range(len(layers))])
+    return layers
+
+
+def _check_layers(layers: Sequence[tuple[Tensor, Tensor]], names: Sequence[str]) -> None:
+    """Batched ``[B, out, in]`` / ``[B, out]`` layers that chain, on one batch size and dtype;
+    the error names the layer and the shapes."""
+    if not layers:
+        raise ValueError("a SIREN needs at least one layer")
+    batch = layers[0][0].shape[0] if layers[0][0].dim() == 3 else None
+    fan_in = None
+    for name, (weight, bias) in zip(names, layers, strict=True):
+        if weight.dim() != 3 or bias.dim() != 2:
+            raise ValueError(
+                f"{name}: expected batched weight [B, out, in] and bias [B, out], got "
+                f"{tuple(weight.shape)} and {tuple(bias.shape)} (one INR: add the batch dim, "
+                "e.g. {k: v[None] for k, v in params.items()})")
+        b, out, inp = weight.shape
+        if b != batch or tuple(bias.shape) != (batch, out) or (fan_in is not None and
+                                                               inp != fan_in):
+            raise ValueError(
+                f"{name}: weight {tuple(weight.shape)} and bias {tuple(bias.shape)} do not fit "
+                f"a batch of {batch} INRs whose previous layer has {fan_in} outputs")
+        if weight.dtype != layers[0][0].dtype or bias.dtype != weight.dtype:
+            raise ValueError(f"{name}: dtype {weight.dtype} / {bias.dtype}; every tensor "
+                             f"must be {layers[0][0].dtype}")
+        fan_in = out
 
 
 def siren_forward(
@@ -141,14 +174,23 @@ def render(params: Mapping[str, Tensor], size: tuple[int, int], w0: float = DEFA
 
     Args:
         params: batched parameters in layer order (see module docstring); any depth.
-            ``"layers.0.weight" [B, h1, 2]``, ..., the last layer must have 1 output.
+            ``"layers.0.weight" [B, h1, 2]``, ..., the last layer must have 1 output. One
+            INR without the batch dim is accepted too.
         size: ``(H, W)`` of the rendered images.
         w0: SIREN frequency factor (first and hidden layers).
 
     Returns:
-        ``[B, H, W]`` (not clamped).
+        ``[B, H, W]`` (not clamped); ``[H, W]`` for one unbatched INR.
+
+    Raises:
+        ValueError: a layer is missing, unbatched or mis-shaped (the message names it).
     """
+    if params and all(v.dim() == 1 + k.endswith("weight") for k, v in params.items()):
+        return render({k: v[None] for k, v in params.items()}, size, w0)[0]  # one INR
     layers = _layers(params)
+    if layers[0][0].shape[-1] != 2:
+        raise ValueError(f"the first layer must read 2 coordinates, its weight is "
+                         f"{tuple(layers[0][0].shape)}")
     weight0 = layers[0][0]
     coords = coordinate_grid(size, device=weight0.device, dtype=weight0.dtype)
     out = siren_forward(layers, coords, w0)
@@ -385,6 +427,15 @@ def fit_inrs(
     """
     if images.dim() != 3:
         raise ValueError(f"images must be [B, H, W], got {tuple(images.shape)}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
+    finite = torch.isfinite(images.reshape(len(images), -1)).all(1)
+    if not bool(finite.all()):
+        bad = torch.nonzero(~finite).flatten().tolist()
+        raise ValueError(f"images {bad[:10]}{' ...' if len(bad) > 10 else ''} hold NaN or "
+                         "infinite pixels: a SIREN cannot be fitted to them")
     if widths[0] != 2 or widths[-1] != 1:
         raise ValueError(f"widths must start with 2 and end with 1, got {tuple(widths)}")
     if chunk_size < 1:

@@ -8,6 +8,7 @@ best-validation GMN editors of a training sweep into the package.
 
 from __future__ import annotations
 
+import warnings
 from importlib import resources
 from pathlib import Path
 
@@ -45,7 +46,8 @@ def load_editor(name: str | Path, device: torch.device | str | None = None) -> E
       ``editor.safetensors``), or an editor file ``<stem>.safetensors`` / ``<stem>``.
 
     So a run folder that happens to be called like an edit is loaded by giving it as a path:
-    ``load_editor(Path("dilate"))`` or ``load_editor("./dilate")``, never by the bare name.
+    ``load_editor(Path("dilate"))`` or ``load_editor("./dilate")``, never by the bare name
+    (which warns when such a folder or file exists in the current folder).
 
     Args:
         name: an edit name with a shipped editor (see :func:`available_editors`), or a path.
@@ -57,6 +59,12 @@ def load_editor(name: str | Path, device: torch.device | str | None = None) -> E
             message names the file and the field or tensor).
     """
     if isinstance(name, str) and name in EDITS:
+        local = Path(name)
+        if local.is_dir() or local.with_suffix(".safetensors").is_file():
+            warnings.warn(
+                f"load_editor({name!r}) loads the shipped {name!r} editor, not ./{local} in "
+                f"the current folder; pass it as a path to load that one: "
+                f"load_editor('./{local}')", UserWarning, stacklevel=2)
         if name not in available_editors():
             raise PersistenceError(
                 f"no shipped editor for {name!r}; shipped: {available_editors()} "

@@ -181,6 +181,23 @@ def test_editor_accepts_single_inr_and_rejects_bad_inputs() -> None:
         EditorConfig(model="transformer")
 
 
+def test_editor_keeps_the_input_dtype_and_a_nan_inr_to_itself() -> None:
+    editor = _randomize_heads(Editor(EditorConfig(gmn_hidden=8, gmn_layers=1)))
+    params = _params(3)
+    out32 = editor(params)
+    out64 = editor({k: v.double() for k, v in params.items()})
+    for k in params:
+        assert out64[k].dtype == torch.float64
+        torch.testing.assert_close(out64[k].float(), out32[k], atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="same floating dtype"):
+        editor({**params, "layers.0.bias": params["layers.0.bias"].double()})
+    broken = {k: v.clone() for k, v in params.items()}
+    broken["layers.1.weight"][0, 3, 4] = float("nan")
+    out = editor(broken)  # the GMN mixes within one INR's graph only
+    assert all(bool(torch.isfinite(v[1:]).all()) for v in out.values())
+    assert not bool(torch.isfinite(out["layers.1.weight"][0]).all())
+
+
 def test_save_and_load_round_trip(tmp_path) -> None:
     editor = _randomize_heads(Editor(EditorConfig(gmn_hidden=8, gmn_layers=1)))
     params = _params(2)

@@ -196,3 +196,36 @@ def test_siren_coordinates_seeds_and_digits_come_from_tasks() -> None:
     assert torch.equal(images, load_digits_images(28))
     x_train = load_digits_split(0).x_train
     assert torch.equal(load_digits_images(8)[splits["train"]][:, None], x_train)
+
+
+def test_render_names_a_missing_unbatched_or_misshaped_layer_and_renders_one_inr() -> None:
+    params = init_siren_params(range(3), seed=0)
+    images = editing.render(params, (9, 9))
+    one = editing.render({k: v[1] for k, v in params.items()}, (9, 9))
+    assert one.shape == (9, 9)
+    torch.testing.assert_close(one, images[1])
+    gap = {k: v for k, v in params.items() if not k.startswith("layers.1.")}
+    with pytest.raises(ValueError, match=r"layers \[1\] are missing"):
+        editing.render(gap, (9, 9))
+    with pytest.raises(ValueError, match="layer 1: weight"):
+        editing.render({**params, "layers.1.weight": params["layers.1.weight"][..., :31]},
+                       (9, 9))
+    with pytest.raises(ValueError, match="batched weight"):
+        editing.render({**params, "layers.2.bias": params["layers.2.bias"][0]}, (9, 9))
+    with pytest.raises(ValueError, match="dtype"):
+        editing.render({**params, "layers.2.bias": params["layers.2.bias"].double()}, (9, 9))
+
+
+def test_fit_inrs_refuses_bad_steps_lr_and_nonfinite_images() -> None:
+    images = torch.rand(3, 6, 6)
+    for steps in (-3, 2.5, True):
+        with pytest.raises(ValueError, match="steps"):
+            editing.fit_inrs(images, steps=steps, progress=False)
+    for lr in (0.0, float("nan"), -1e-3):
+        with pytest.raises(ValueError, match="lr"):
+            editing.fit_inrs(images, steps=2, lr=lr, progress=False)
+    images[2, 1, 1] = float("nan")
+    images[0, 0, 0] = float("inf")
+    with pytest.raises(ValueError, match=r"images \[0, 2\] hold NaN"):
+        editing.fit_inrs(images, steps=2, progress=False)
+    assert editing.fit_inrs(images[1:2], steps=0, progress=False)["layers.0.weight"].shape[0] == 1
