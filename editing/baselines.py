@@ -1,4 +1,5 @@
-"""Baseline metanetworks for the INR editor: an MLP on flattened weights, and no edit.
+"""Baseline metanetworks for the INR editor: the NP-NFN neural functional, an MLP on flattened
+weights, and no edit.
 
 Both map *normalized* batched parameters ``{"layers.{i}.weight": [B, out, in], ...}`` to
 outputs of the same shapes, like :class:`editing.editor.GMNMetanet`; the :class:`Editor`
@@ -14,7 +15,7 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-__all__ = ["FlatMLPMetanet", "NoEditMetanet"]
+__all__ = ["FlatMLPMetanet", "NPNFNLayer", "NPNFNMetanet", "NoEditMetanet"]
 
 
 class FlatMLPMetanet(nn.Module):
@@ -61,3 +62,101 @@ class NoEditMetanet(nn.Module):
     def forward(self, params: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """Batched params -> zeros of the same shapes."""
         return {k: torch.zeros_like(v) for k, v in params.items()}
+
+
+class NPNFNLayer(nn.Module):
+    r"""One NP layer of a neural functional (Zhou et al., *Permutation Equivariant Neural
+    Functionals*, NeurIPS 2023), for the weights of an MLP / SIREN with ``n_layers`` layers.
+
+    Every tensor is kept channel-last: weight ``i`` as ``[B, n_i, n_{i-1}, C]`` (row ``j`` =
+    output neuron, column ``k`` = input neuron), bias ``i`` as ``[B, n_i, C]``. The output
+    for weight entry :math:`(i, j, k)` is a linear map of
+
+    * the entry itself;
+    * quantities of its output neuron :math:`j`: the mean of its row of :math:`W^{(i)}`, the
+      mean of its column of :math:`W^{(i+1)}` (the same neuron, read by the next layer) and
+      its bias :math:`b^{(i)}_j`;
+    * quantities of its input neuron :math:`k`: the mean of its column of :math:`W^{(i)}`,
+      the mean of its row of :math:`W^{(i-1)}` and its bias :math:`b^{(i-1)}_k`;
+    * the mean of every tensor of the network (one vector per network);
+
+    and the output for bias entry :math:`(i, j)` of the bias itself, the quantities of neuron
+    :math:`j` (its row of :math:`W^{(i)}`, its column of :math:`W^{(i+1)}`) and the means.
+    Terms a boundary layer lacks read zeros. Each is a sum over neurons, a broadcast or a
+    per-entry map, so the layer commutes with every permutation of the hidden neurons; the
+    maps are specific to each layer ``i``, as in the paper.
+    """
+
+    def __init__(self, n_layers: int, c_in: int, c_out: int) -> None:
+        super().__init__()
+        self.n_layers = n_layers
+        g = 2 * n_layers * c_in
+
+        def maps(width: int) -> nn.ModuleList:
+            return nn.ModuleList(nn.Linear(width, c_out, bias=False) for _ in range(n_layers))
+
+        self.w_self, self.w_row, self.w_col = maps(c_in), maps(3 * c_in), maps(3 * c_in)
+        self.b_self, self.b_row = maps(c_in), maps(2 * c_in)
+        self.w_global = nn.ModuleList(nn.Linear(g, c_out) for _ in range(n_layers))
+        self.b_global = nn.ModuleList(nn.Linear(g, c_out) for _ in range(n_layers))
+
+    def forward(self, ws: list[Tensor], bs: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
+        """``ws[i] [B, n_i, n_{i-1}, C]``, ``bs[i] [B, n_i, C]`` -> the same with ``c_out``."""
+        row = [w.mean(2) for w in ws]  # [B, n_i, C]: per output neuron of layer i
+        col = [w.mean(1) for w in ws]  # [B, n_{i-1}, C]: per input neuron of layer i
+        pooled = torch.cat([t for w, b in zip(ws, bs, strict=True)
+                            for t in (w.mean((1, 2)), b.mean(1))], -1)  # [B, 2 L C]
+        out_w, out_b = [], []
+        for i, (w, b) in enumerate(zip(ws, bs, strict=True)):
+            nxt = col[i + 1] if i + 1 < self.n_layers else torch.zeros_like(row[i])
+            prev_row = row[i - 1] if i else torch.zeros_like(col[i])
+            prev_b = bs[i - 1] if i else torch.zeros_like(col[i])
+            at_j = torch.cat([row[i], nxt, b], -1)  # [B, n_i, 3C]
+            at_k = torch.cat([col[i], prev_row, prev_b], -1)  # [B, n_{i-1}, 3C]
+            out_w.append(self.w_self[i](w) + self.w_row[i](at_j)[:, :, None]
+                         + self.w_col[i](at_k)[:, None] + self.w_global[i](pooled)[:, None, None])
+            out_b.append(self.b_self[i](b) + self.b_row[i](torch.cat([row[i], nxt], -1))
+                         + self.b_global[i](pooled)[:, None])
+        return out_w, out_b
+
+
+class NPNFNMetanet(nn.Module):
+    """The NP-NFN editor of Zhou et al. (2023) as a metanetwork: ``layers`` NP layers of
+    ``channels`` channels with ReLU between, then an NP layer to one channel whose weights
+    start at zero (a fresh editor leaves the parameters unchanged).
+
+    Maps normalized batched SIREN parameters ``{"layers.{i}.weight": [B, out, in],
+    "layers.{i}.bias": [B, out]}`` to outputs of the same shapes; equivariant to every
+    permutation of the hidden neurons (:func:`editing.permute_hidden`; tested).
+
+    Args:
+        shapes: per-INR parameter shapes in layer order.
+        channels: hidden channels (the published editor: 128).
+        layers: hidden NP layers (the published editor: 3).
+    """
+
+    def __init__(self, shapes: Mapping[str, tuple[int, ...]], channels: int = 128,
+                 layers: int = 3) -> None:
+        super().__init__()
+        self.shapes = dict(shapes)
+        self.n_layers = len(self.shapes) // 2
+        dims = [1] + [channels] * layers
+        self.body = nn.ModuleList(NPNFNLayer(self.n_layers, a, b)
+                                  for a, b in zip(dims[:-1], dims[1:], strict=True))
+        self.head = NPNFNLayer(self.n_layers, dims[-1], 1)
+        for p in self.head.parameters():
+            nn.init.zeros_(p)
+
+    def forward(self, params: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """Batched params (``[B, *shape]`` each) -> outputs of the same shapes."""
+        ws = [params[f"layers.{i}.weight"][..., None] for i in range(self.n_layers)]
+        bs = [params[f"layers.{i}.bias"][..., None] for i in range(self.n_layers)]
+        for layer in self.body:
+            ws, bs = layer(ws, bs)
+            ws, bs = [torch.relu(w) for w in ws], [torch.relu(b) for b in bs]
+        ws, bs = self.head(ws, bs)
+        out = {}
+        for i in range(self.n_layers):
+            out[f"layers.{i}.weight"] = ws[i][..., 0]
+            out[f"layers.{i}.bias"] = bs[i][..., 0]
+        return {k: out[k] for k in self.shapes}

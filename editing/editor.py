@@ -51,7 +51,7 @@ from common.persistence import (
     tensor_bytes,
     write_checkpoint,
 )
-from editing.baselines import FlatMLPMetanet, NoEditMetanet
+from editing.baselines import FlatMLPMetanet, NoEditMetanet, NPNFNMetanet
 from editing.inr import DEFAULT_W0, DEFAULT_WIDTHS, SIREN, param_shapes
 from graphs import GMN, ParameterGraph
 
@@ -68,9 +68,10 @@ __all__ = [
     "save_editor",
 ]
 
-MODELS: tuple[str, ...] = ("gmn", "mlp", "mlp_aug", "identity")
-"""Editor models: GMN metanet, flattened-weights MLP, the same MLP trained with random
-hidden-neuron permutations as augmentation, and no edit."""
+MODELS: tuple[str, ...] = ("gmn", "np_nfn", "mlp", "mlp_aug", "identity")
+"""Editor models: GMN metanet, the NP-NFN neural functional (Zhou et al. 2023), flattened-
+weights MLP, the same MLP trained with random hidden-neuron permutations as augmentation, and
+no edit."""
 OUTPUT_SCALES: tuple[str, ...] = ("preact", "std")
 """Per-tensor output scales ``u_t``: architecture-derived, or the tensor's std over INRs."""
 GAMMA_PARAMS: tuple[str, ...] = ("linear", "log")
@@ -82,13 +83,16 @@ class EditorConfig:
     """Architecture of an editor (saved as JSON beside its weights).
 
     Attributes:
-        model: ``"gmn"``, ``"mlp"``, ``"mlp_aug"`` or ``"identity"`` (see :data:`MODELS`).
+        model: ``"gmn"``, ``"np_nfn"``, ``"mlp"``, ``"mlp_aug"`` or ``"identity"`` (see
+            :data:`MODELS`).
         widths: SIREN widths of the INRs it edits.
         w0: SIREN frequency factor (used for rendering, stored for completeness).
         gmn_hidden: GMN node / edge state width.
         gmn_layers: GMN message-passing blocks.
         mlp_hidden: MLP hidden width.
         mlp_depth: MLP hidden layers.
+        nfn_channels: NP-NFN hidden channels (published: 128).
+        nfn_layers: NP-NFN hidden layers (published: 3).
         gamma_init: initial value of every gamma.
         gmn_skip: add a learned per-tensor affine term to the GMN output,
             ``f_t = GMN_t(x) + a_t x_t + c_t`` (``a``, ``c`` zero-initialised, trained at
@@ -110,6 +114,8 @@ class EditorConfig:
     gmn_layers: int = 3
     mlp_hidden: int = 512
     mlp_depth: int = 3
+    nfn_channels: int = 128
+    nfn_layers: int = 3
     gamma_init: float = 0.01
     gmn_skip: bool = True
     gamma_param: str = "linear"
@@ -129,7 +135,8 @@ class EditorConfig:
             raise ValueError(f"widths must be positive, start with 2 and end with 1 (a SIREN "
                              f"image INR), got {widths}")
         object.__setattr__(self, "widths", widths)
-        for name in ("gmn_hidden", "gmn_layers", "mlp_hidden", "mlp_depth"):
+        for name in ("gmn_hidden", "gmn_layers", "mlp_hidden", "mlp_depth", "nfn_channels",
+                     "nfn_layers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if not (math.isfinite(self.w0) and self.w0 > 0):
@@ -156,7 +163,8 @@ class EditorConfig:
             raise PersistenceError(f"{where}: the editor config is not a JSON object")
         kinds = {"model": str, "w0": (int, float), "gamma_init": (int, float), "gmn_skip": bool,
                  "gamma_param": str, "output_scale": str, "widths": list,
-                 **dict.fromkeys(("gmn_hidden", "gmn_layers", "mlp_hidden", "mlp_depth"), int)}
+                 **dict.fromkeys(("gmn_hidden", "gmn_layers", "mlp_hidden", "mlp_depth",
+                                  "nfn_channels", "nfn_layers"), int)}
         kw = {k: require(d, k, kind, where) for k, kind in kinds.items() if k in d}
         if not all(type(w) is int for w in kw.get("widths", [])):
             raise PersistenceError(f"{where}: field 'widths' = {kw['widths']!r} is not a list "
@@ -230,6 +238,8 @@ def _build_metanet(config: EditorConfig) -> nn.Module:
         return GMNMetanet(config.widths, config.gmn_hidden, config.gmn_layers, config.gmn_skip)
     if config.model in ("mlp", "mlp_aug"):
         return FlatMLPMetanet(param_shapes(config.widths), config.mlp_hidden, config.mlp_depth)
+    if config.model == "np_nfn":
+        return NPNFNMetanet(param_shapes(config.widths), config.nfn_channels, config.nfn_layers)
     return NoEditMetanet()
 
 

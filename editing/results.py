@@ -52,11 +52,12 @@ REFERENCE: dict[str, dict[str, float]] = {
 }
 """Reference test MSEs on this benchmark (600 steps, batch 32; from the editing issue)."""
 
-_MODEL_ORDER = ("identity", "mlp", "mlp_aug", "gmn")
+_MODEL_ORDER = ("identity", "mlp", "mlp_aug", "np_nfn", "gmn")
 _MODEL_LABEL = {
     "identity": "no edit",
     "mlp": "MLP on flat weights",
     "mlp_aug": "MLP + permutation aug.",
+    "np_nfn": "NP-NFN (run here)",
     "gmn": "GMN editor",
 }
 
@@ -131,6 +132,8 @@ def markdown(results: dict[str, Any]) -> str:
             arch += ", affine skip" if ed.get("gmn_skip") else ""
         elif model in ("mlp", "mlp_aug"):
             arch = f"MLP {ed.get('mlp_depth')} x {ed.get('mlp_hidden')}"
+        elif model == "np_nfn":
+            arch = f"NP-NFN {ed.get('nfn_layers')} x {ed.get('nfn_channels')} channels"
         else:
             arch = "-"
         if model != "identity":

@@ -86,8 +86,9 @@ class TrainConfig:
 
     Attributes:
         edit: name in :data:`editing.EDITS`.
-        model: ``gmn``, ``mlp``, ``mlp_aug`` (MLP + random hidden-neuron permutations of
-            the input INRs as augmentation) or ``identity`` (no training, no edit).
+        model: ``gmn``, ``np_nfn`` (the NP-NFN neural functional), ``mlp``, ``mlp_aug``
+            (MLP + random hidden-neuron permutations of the input INRs as augmentation) or
+            ``identity`` (no training, no edit).
         steps: optimizer steps.
         batch_size: INRs per step.
         lr: AdamW learning rate of the metanetwork (cosine decay to 0 after a linear warmup).
@@ -343,7 +344,8 @@ class SweepConfig:
 
     edit: list[str] = option([_T.edit], "edit(s) to learn, or 'all'",
                              choices=[*sorted(EDITS), "all"])
-    models: list[str] = option([_T.model], "gmn: GMN metanet; mlp: MLP on flattened weights; "
+    models: list[str] = option([_T.model], "gmn: GMN metanet; np_nfn: the NP-NFN neural "
+                               "functional (Zhou et al. 2023); mlp: MLP on flattened weights; "
                                "mlp_aug: the MLP with random hidden-neuron permutations as "
                                "augmentation; identity: no edit", choices=MODELS)
     seeds: list[int] = option([_T.seed], "seeds", check=nonnegative)
@@ -361,6 +363,8 @@ class SweepConfig:
                             "to the GMN output")
     mlp_hidden: int = option(_E.mlp_hidden, "MLP hidden width", check=positive)
     mlp_depth: int = option(_E.mlp_depth, "MLP hidden layers", check=positive)
+    nfn_channels: int = option(_E.nfn_channels, "NP-NFN hidden channels", check=positive)
+    nfn_layers: int = option(_E.nfn_layers, "NP-NFN hidden layers", check=positive)
     output_scale: str = option(_E.output_scale, "per-tensor output scale u_t: "
                                "architecture-derived (preact) or the tensor's std over the "
                                "training INRs (std)", choices=OUTPUT_SCALES)
@@ -388,7 +392,8 @@ class SweepConfig:
     def editor_config(self) -> EditorConfig:
         return EditorConfig(
             gmn_hidden=self.gmn_hidden, gmn_layers=self.gmn_layers, mlp_hidden=self.mlp_hidden,
-            mlp_depth=self.mlp_depth, gamma_init=self.gamma_init, gmn_skip=self.gmn_skip,
+            mlp_depth=self.mlp_depth, nfn_channels=self.nfn_channels,
+            nfn_layers=self.nfn_layers, gamma_init=self.gamma_init, gmn_skip=self.gmn_skip,
             gamma_param=self.gamma_param, output_scale=self.output_scale,
         )
 

@@ -62,12 +62,13 @@ def test_permute_hidden_preserves_render_and_matches_graph_permutation() -> None
         torch.testing.assert_close(moved[k][0], expected[k])
 
 
-@pytest.mark.parametrize("model", ["gmn", "gmn_skip", "gmn_log", "mlp", "mlp_aug", "identity"])
+@pytest.mark.parametrize("model", ["gmn", "gmn_skip", "gmn_log", "np_nfn", "mlp", "mlp_aug",
+                                   "identity"])
 def test_fresh_editor_is_identity_and_gamma_init(model: str) -> None:
     skip, log = model == "gmn_skip", model == "gmn_log"
     model = "gmn" if skip or log else model
     cfg = EditorConfig(
-        model=model, gmn_hidden=8, gmn_layers=1, mlp_hidden=16, gmn_skip=skip,
+        model=model, gmn_hidden=8, gmn_layers=1, mlp_hidden=16, nfn_channels=8, gmn_skip=skip,
         gamma_param="log" if log else "linear",
     )
     editor = Editor(cfg)
@@ -110,6 +111,31 @@ def test_gmn_editor_is_permutation_equivariant(
         editing.render(edited_of_permuted, (11, 11)), editing.render(edited, (11, 11)),
         atol=1e-9, rtol=0,
     )
+
+
+def test_np_nfn_editor_is_permutation_equivariant_and_mixes_rows_columns_layers(float64) -> None:
+    editor = Editor(EditorConfig(model="np_nfn", nfn_channels=8, nfn_layers=2)).double()
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # a fresh head outputs zeros: give it weights
+        for p in editor.metanet.head.parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * 0.3)
+    params = _params(3)
+    editor.set_scale(params)
+    perms = _perms(3, 4)
+    edited = editor(params)
+    moved = editor(editing.permute_hidden(params, perms))
+    for k in params:
+        assert not torch.allclose(edited[k], params[k])
+        torch.testing.assert_close(moved[k], editing.permute_hidden(edited, perms)[k],
+                                   atol=1e-10, rtol=0)
+    # a change in one hidden weight reaches other entries of its row and column, the next
+    # layer's column of its neuron, and (through the means) every tensor
+    bumped = {k: v.clone() for k, v in params.items()}
+    bumped["layers.1.weight"][0, 5, 7] += 1.0
+    delta = {k: (editor(bumped)[k] - edited[k])[0].abs() for k in params}
+    assert delta["layers.1.weight"][5, 0] > 0 and delta["layers.1.weight"][0, 7] > 0
+    assert delta["layers.2.weight"][0, 5] > 0 and delta["layers.0.bias"].max() > 0
+    assert all(float((editor(bumped)[k] - edited[k])[1:].abs().max()) == 0 for k in params)
 
 
 def test_output_scales() -> None:
