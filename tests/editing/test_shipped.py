@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from scipy import ndimage
 
 import editing
 from common.errors import UserError
@@ -96,3 +98,59 @@ def test_demo_refuses_bad_values_and_an_occupied_folder(tmp_path, refused) -> No
     refused(demo_main, ["--edits", "invert", "--limit", "2", "--out", str(out)], "--out",
             "--overwrite")
     assert snapshot(out) == {"notes.txt": b"mine"}
+
+
+def _edit_independently(name: str, x: np.ndarray) -> np.ndarray:
+    """The edits of ``editing.EDITS`` re-derived with SciPy on ``[B, H, W]`` float64 images."""
+    if name == "dilate":  # max filter; the edge pixel is in its own window ("ignored" outside)
+        return ndimage.grey_dilation(x, size=(1, 3, 3), mode="nearest")
+    if name == "erode":
+        return ndimage.grey_erosion(x, size=(1, 3, 3), mode="nearest")
+    r = np.arange(-1, 2)
+    gauss = np.exp(-(r[:, None] ** 2 + r[None, :] ** 2) / 2.0)
+    if name == "blur":
+        return ndimage.correlate(x, (gauss / gauss.sum())[None], mode="constant", cval=0.0)
+    if name == "sharpen":
+        kernel = np.full((3, 3), -0.25)
+        kernel[1, 1] = 3.0
+        return np.clip(ndimage.correlate(x, kernel[None], mode="constant", cval=0.0), 0, 1)
+    if name == "contrast":
+        return np.clip((x - 0.5) * 2 + 0.5, 0, 1)
+    assert name == "invert"
+    return 1 - x
+
+
+@pytest.fixture(scope="module")
+def held_out_digits():
+    """Six test digits rotated (up to 15 degrees) and shifted (up to 2 pixels): images the
+    editors never saw, fitted here with ``editing.fit_inrs``."""
+    images, splits = editing.digits_images()
+    rng = np.random.default_rng(0)
+    moved = []
+    for image in images[splits["test"][:6]].numpy().astype(np.float64):
+        turned = ndimage.rotate(image, rng.uniform(-15, 15), reshape=False, order=1)
+        moved.append(np.clip(ndimage.shift(turned, rng.integers(-2, 3, size=2), order=1), 0, 1))
+    moved = np.stack(moved)
+    params = editing.fit_inrs(torch.from_numpy(moved).float(), steps=1000, progress=False)
+    return moved, params
+
+
+def test_the_independent_edits_equal_editing_edits() -> None:
+    x = torch.rand(3, 12, 12, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    for name, edit in editing.EDITS.items():
+        expected = torch.from_numpy(_edit_independently(name, x.numpy()))
+        torch.testing.assert_close(edit(x), expected, atol=1e-6, rtol=0, msg=name)
+
+
+@pytest.mark.parametrize("name", sorted(editing.EDITS))
+def test_shipped_editors_move_held_out_digits_towards_their_edits(name, held_out_digits) -> None:
+    """Measured when written: edited / unedited MSE 0.42 dilate, 0.28 erode, 0.78 blur,
+    0.80 sharpen, 0.61 contrast, 5e-5 invert."""
+    moved, params = held_out_digits
+    target = torch.from_numpy(_edit_independently(name, moved)).float()
+    with torch.no_grad():
+        before = editing.render(params, (28, 28))
+        after = editing.render(editing.load_editor(name)(params), (28, 28))
+    assert float(editing.psnr(before, torch.from_numpy(moved).float()).mean()) > 40
+    ratio = float(((after - target) ** 2).mean() / ((before - target) ** 2).mean())
+    assert ratio < (0.01 if name == "invert" else 0.9), ratio
