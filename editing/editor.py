@@ -89,6 +89,8 @@ class EditorConfig:
         w0: SIREN frequency factor (used for rendering, stored for completeness).
         gmn_hidden: GMN node / edge state width.
         gmn_layers: GMN message-passing blocks.
+        gmn_heads: output-capacity expansion: ``k > 1`` widens the GMN's final edge states
+            k-fold and averages ``k`` output heads (``graphs.GMN(output_heads=k)``).
         mlp_hidden: MLP hidden width.
         mlp_depth: MLP hidden layers.
         nfn_channels: NP-NFN hidden channels (published: 128).
@@ -112,6 +114,7 @@ class EditorConfig:
     w0: float = DEFAULT_W0
     gmn_hidden: int = 32
     gmn_layers: int = 3
+    gmn_heads: int = 1
     mlp_hidden: int = 512
     mlp_depth: int = 3
     nfn_channels: int = 128
@@ -135,8 +138,8 @@ class EditorConfig:
             raise ValueError(f"widths must be positive, start with 2 and end with 1 (a SIREN "
                              f"image INR), got {widths}")
         object.__setattr__(self, "widths", widths)
-        for name in ("gmn_hidden", "gmn_layers", "mlp_hidden", "mlp_depth", "nfn_channels",
-                     "nfn_layers"):
+        for name in ("gmn_hidden", "gmn_layers", "gmn_heads", "mlp_hidden", "mlp_depth",
+                     "nfn_channels", "nfn_layers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if not (math.isfinite(self.w0) and self.w0 > 0):
@@ -163,8 +166,8 @@ class EditorConfig:
             raise PersistenceError(f"{where}: the editor config is not a JSON object")
         kinds = {"model": str, "w0": (int, float), "gamma_init": (int, float), "gmn_skip": bool,
                  "gamma_param": str, "output_scale": str, "widths": list,
-                 **dict.fromkeys(("gmn_hidden", "gmn_layers", "mlp_hidden", "mlp_depth",
-                                  "nfn_channels", "nfn_layers"), int)}
+                 **dict.fromkeys(("gmn_hidden", "gmn_layers", "gmn_heads", "mlp_hidden",
+                                  "mlp_depth", "nfn_channels", "nfn_layers"), int)}
         kw = {k: require(d, k, kind, where) for k, kind in kinds.items() if k in d}
         if not all(type(w) is int for w in kw.get("widths", [])):
             raise PersistenceError(f"{where}: field 'widths' = {kw['widths']!r} is not a list "
@@ -192,14 +195,17 @@ class GMNMetanet(nn.Module):
         hidden: GMN width.
         layers: GMN blocks.
         skip: add the per-tensor affine term ``a_t x_t + c_t`` (see ``EditorConfig.gmn_skip``).
+        heads: output heads (OCE, see ``EditorConfig.gmn_heads``).
     """
 
     def __init__(
-        self, widths: tuple[int, ...], hidden: int = 32, layers: int = 3, skip: bool = False
+        self, widths: tuple[int, ...], hidden: int = 32, layers: int = 3, skip: bool = False,
+        heads: int = 1,
     ) -> None:
         super().__init__()
         self.pg = ParameterGraph.from_module(SIREN(widths))
-        self.gmn = GMN(in_channels=1, out_channels=1, hidden=hidden, layers=layers)
+        self.gmn = GMN(in_channels=1, out_channels=1, hidden=hidden, layers=layers,
+                       output_heads=heads)
         n = len(self.pg.param_names)
         # per-tensor linear term a_t x_t + c_t (see EditorConfig.gmn_skip); zero-initialised
         self.skip = nn.Parameter(torch.zeros(n)) if skip else None
@@ -235,7 +241,8 @@ def preact_scales(widths: tuple[int, ...], w0: float) -> Tensor:
 
 def _build_metanet(config: EditorConfig) -> nn.Module:
     if config.model == "gmn":
-        return GMNMetanet(config.widths, config.gmn_hidden, config.gmn_layers, config.gmn_skip)
+        return GMNMetanet(config.widths, config.gmn_hidden, config.gmn_layers, config.gmn_skip,
+                          config.gmn_heads)
     if config.model in ("mlp", "mlp_aug"):
         return FlatMLPMetanet(param_shapes(config.widths), config.mlp_hidden, config.mlp_depth)
     if config.model == "np_nfn":

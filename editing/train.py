@@ -75,6 +75,9 @@ from graphs import params as P
 __all__ = ["RUN_FILES", "SweepConfig", "TrainConfig", "evaluate", "main", "run_dir", "sweep",
            "torch_device", "train_editor"]
 
+SCHEDULES: tuple[str, ...] = ("cosine", "plateau")
+"""Learning-rate schedules after the warmup (see :class:`TrainConfig`)."""
+
 RUN_FILES: tuple[str, ...] = ("config.json", "editor.safetensors", "editor.json", "log.json",
                               "curves.png")
 """The files of a finished run folder (written together when the run ends)."""
@@ -91,11 +94,15 @@ class TrainConfig:
             ``identity`` (no training, no edit).
         steps: optimizer steps.
         batch_size: INRs per step.
-        lr: AdamW learning rate of the metanetwork (cosine decay to 0 after a linear warmup).
+        lr: AdamW learning rate of the metanetwork (after a linear warmup: ``schedule``).
         gamma_lr: AdamW learning rate of the gammas and of the GMN's linear skip (no weight
             decay; gammas have to grow from 0.01 to O(1) for edits like invert).
         weight_decay: AdamW weight decay of the metanetwork.
         warmup: linear warmup steps.
+        schedule: ``"cosine"`` decays every learning rate to 0 over the run; ``"plateau"``
+            halves them whenever ``patience`` validations in a row did not improve on the
+            best validation MSE.
+        patience: validations without improvement before a ``"plateau"`` halving.
         grad_clip: max global gradient norm (0: off).
         eval_every: validate (and maybe checkpoint) every this many steps, and at the end.
         seed: seed of the metanetwork init, batch order and augmentation.
@@ -113,6 +120,8 @@ class TrainConfig:
     gamma_lr: float = 1e-2
     weight_decay: float = 1e-4
     warmup: int = 20
+    schedule: str = "cosine"
+    patience: int = 2
     grad_clip: float = 1.0
     eval_every: int = 50
     seed: int = 0
@@ -128,6 +137,10 @@ class TrainConfig:
             raise ValueError(f"unknown edit {self.edit!r}; choose from {sorted(EDITS)}")
         if self.model not in MODELS:
             raise ValueError(f"unknown model {self.model!r}; choose from {MODELS}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.patience < 1:
+            raise ValueError(f"patience must be positive, got {self.patience}")
 
 
 def run_dir(out: Path | str, edit: str, model: str, seed: int) -> Path:
@@ -266,9 +279,14 @@ def train_editor(
     n_train = train_targets.shape[0]
     bar = tqdm(range(steps), desc=f"{config.edit}/{config.model}/s{config.seed}",
                disable=not progress)
+    halvings, stale = 0, 0  # the plateau schedule's state
     for step in bar:
+        if config.schedule == "plateau":
+            factor = min(1.0, (step + 1) / max(1, config.warmup)) * 0.5**halvings
+        else:
+            factor = _lr_factor(step, steps, config.warmup)
         for g, lr in zip(opt.param_groups, base_lrs, strict=True):
-            g["lr"] = lr * _lr_factor(step, steps, config.warmup)
+            g["lr"] = lr * factor
         idx = torch.randint(n_train, (config.batch_size,), generator=gen).to(device)
         batch = P.member(train_params, idx)
         if config.model == "mlp_aug":
@@ -286,8 +304,14 @@ def train_editor(
             log["val_steps"].append(step + 1)
             log["val_mse"].append(val)
             if val < best_val:
-                best_val, best_step = val, step + 1
+                best_val, best_step, stale = val, step + 1, 0
                 best_state = copy.deepcopy(editor.state_dict())
+            else:
+                stale += 1
+                if stale >= config.patience:
+                    halvings, stale = halvings + 1, 0
+            log.setdefault("lr_halvings", [])
+            log["lr_halvings"].append(halvings)
             last = log["train_loss"][-1]
             bar.set_postfix(loss=f"{last:.2e}", val=f"{val:.2e}", best=f"{best_val:.2e}")
     editor.load_state_dict(best_state)
@@ -355,10 +379,17 @@ class SweepConfig:
     gamma_lr: float = option(_T.gamma_lr, "learning rate of the gammas", check=positive)
     weight_decay: float = option(_T.weight_decay, "AdamW weight decay", check=nonnegative)
     warmup: int = option(_T.warmup, "linear warmup steps", check=nonnegative)
+    schedule: str = option(_T.schedule, "learning rates after the warmup: cosine decay to 0, "
+                           "or halved on a validation plateau", choices=SCHEDULES)
+    patience: int = option(_T.patience, "--schedule plateau: validations without improvement "
+                           "before the learning rates halve", check=positive)
     grad_clip: float = option(_T.grad_clip, "grad-norm clip (0: off)", check=nonnegative)
     eval_every: int = option(_T.eval_every, "validate every N steps", check=positive)
     gmn_hidden: int = option(_E.gmn_hidden, "GMN width", check=positive)
     gmn_layers: int = option(_E.gmn_layers, "GMN blocks", check=positive)
+    gmn_heads: int = option(_E.gmn_heads, "GMN output heads: k > 1 widens the final edge "
+                            "states k-fold and averages k heads (output-capacity expansion)",
+                            check=positive)
     gmn_skip: bool = option(_E.gmn_skip, "add a learned per-tensor affine term a_t * x_t + c_t "
                             "to the GMN output")
     mlp_hidden: int = option(_E.mlp_hidden, "MLP hidden width", check=positive)
@@ -391,7 +422,8 @@ class SweepConfig:
 
     def editor_config(self) -> EditorConfig:
         return EditorConfig(
-            gmn_hidden=self.gmn_hidden, gmn_layers=self.gmn_layers, mlp_hidden=self.mlp_hidden,
+            gmn_hidden=self.gmn_hidden, gmn_layers=self.gmn_layers, gmn_heads=self.gmn_heads,
+            mlp_hidden=self.mlp_hidden,
             mlp_depth=self.mlp_depth, nfn_channels=self.nfn_channels,
             nfn_layers=self.nfn_layers, gamma_init=self.gamma_init, gmn_skip=self.gmn_skip,
             gamma_param=self.gamma_param, output_scale=self.output_scale,
@@ -408,7 +440,8 @@ class SweepConfig:
             TrainConfig(
                 edit=edit, model=model, steps=self.steps, batch_size=self.batch_size,
                 lr=self.lr, gamma_lr=self.gamma_lr, weight_decay=self.weight_decay,
-                warmup=self.warmup, grad_clip=self.grad_clip, eval_every=self.eval_every,
+                warmup=self.warmup, schedule=self.schedule, patience=self.patience,
+                grad_clip=self.grad_clip, eval_every=self.eval_every,
                 seed=seed, train_limit=limits["train"], val_limit=limits["val"],
                 test_limit=limits["test"], device=self.device, threads=self.threads or None,
             )
@@ -418,6 +451,8 @@ class SweepConfig:
 
 _RUNTIME_FIELDS = ("device", "threads", "eval_batch")
 """Train settings that do not change what a run computes (beyond float rounding)."""
+_ADDED_LATER = {"schedule": "cosine", "patience": 2}
+"""Train settings added after runs were saved, with the behaviour those runs had."""
 
 
 def _is_sweep_file(rel: Path) -> bool:
@@ -439,7 +474,8 @@ def _settings_changed(folder: Path, config: TrainConfig, editor_config: EditorCo
     """The ``--flags`` whose values differ from the finished run in ``folder``."""
     saved = read_json(checkpoint_file(folder, "config.json"), what="run config")
     want = _saved_config(config, _run_editor_config(config, editor_config))
-    train = {k: v for k, v in saved.get("train", {}).items() if k not in _RUNTIME_FIELDS}
+    train = {**_ADDED_LATER, **{k: v for k, v in saved.get("train", {}).items()
+                                if k not in _RUNTIME_FIELDS}}
     editor = EditorConfig.from_dict(saved.get("editor", {}), str(folder / "config.json"))
     changed = [k for k, v in want["train"].items()
                if k not in _RUNTIME_FIELDS and train.get(k, "?") != v]

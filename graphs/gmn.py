@@ -141,6 +141,7 @@ class GMNConfig:
     value_freqs: int = 6
     feature_dim: int = 16
     aggr: str = "mean"
+    output_heads: int = 1
 
 
 class GMN(nn.Module):
@@ -154,6 +155,10 @@ class GMN(nn.Module):
         value_freqs: Fourier frequencies per input channel (default 6).
         feature_dim: width of the sinusoidal encodings of layer / position (default 16).
         aggr: message aggregation, ``"mean"``, ``"sum"`` or ``"max"`` (default ``"mean"``).
+        output_heads: output-capacity expansion (OCE) with ``k > 1``: the final edge states
+            are widened k-fold (``Linear(hidden, k * hidden)`` + SiLU) and read by ``k``
+            parallel linear heads, one per ``hidden``-wide slice, whose outputs are averaged
+            (default 1: one linear head on the edge states).
 
     The output heads are zero-initialised: a fresh GMN outputs zeros ("no change").
     Calling ``gmn(pg, *feature_dicts)`` returns a dict shaped like the parameters;
@@ -174,10 +179,20 @@ class GMN(nn.Module):
         self.edge_in = nn.Linear(2 * f + in_channels * self.values.out_mult, h)
         self.blocks = nn.ModuleList(GMNLayer(h, c.aggr) for _ in range(c.layers))
         self.norm_out = nn.LayerNorm(h)
-        self.edge_out = nn.Linear(h, out_channels)
+        if c.output_heads < 1:
+            raise ValueError(f"output_heads must be >= 1, got {c.output_heads}")
+        if c.output_heads == 1:
+            self.edge_out = nn.Linear(h, out_channels)
+            nn.init.zeros_(self.edge_out.weight)
+            nn.init.zeros_(self.edge_out.bias)
+        else:  # OCE: k heads on k slices of widened edge states, averaged
+            k = c.output_heads
+            self.edge_expand = nn.Linear(h, k * h)
+            nn.init.kaiming_normal_(self.edge_expand.weight, nonlinearity="relu")
+            nn.init.zeros_(self.edge_expand.bias)
+            self.edge_heads = nn.Parameter(torch.zeros(k, h, out_channels))
+            self.edge_heads_bias = nn.Parameter(torch.zeros(k, out_channels))
         self.graph_out = mlp(2 * h, h, h)
-        nn.init.zeros_(self.edge_out.weight)
-        nn.init.zeros_(self.edge_out.bias)
 
     def forward_data(self, data: Data) -> GMNOutput:
         """Run on ``Data`` / ``Batch`` with ``edge_attr [E, in_channels]`` and structure."""
@@ -206,7 +221,16 @@ class GMN(nn.Module):
         pooled_x = scatter(x, batch, dim=0, dim_size=size, reduce="mean")
         pooled_e = scatter(e, batch[data.edge_index[0]], dim=0, dim_size=size, reduce="mean")
         graph = self.graph_out(torch.cat([pooled_x, pooled_e], dim=-1))
-        return GMNOutput(self.edge_out(e), x, graph)
+        return GMNOutput(self._edge_head(e), x, graph)
+
+    def _edge_head(self, e: Tensor) -> Tensor:
+        """``[E, hidden] -> [E, out_channels]``: the linear head, or the mean of the OCE heads."""
+        k = self.config.output_heads
+        if k == 1:
+            return self.edge_out(e)
+        z = F.silu(self.edge_expand(e)).unflatten(-1, (k, -1))  # [E, k, hidden]
+        return (torch.einsum("ekh,kho->eo", z, self.edge_heads) / k
+                + self.edge_heads_bias.mean(0))
 
     def forward(self, pg: ParameterGraph, *feature_dicts: Mapping[str, Tensor]) -> dict:
         """Per-parameter outputs: a dict with ``pg.param_names``, shaped like the parameters.

@@ -54,6 +54,44 @@ def test_identity_and_mlp_aug_runs() -> None:
     assert len(log["val_mse"]) == 3
 
 
+def test_np_nfn_and_oce_gmn_train_and_the_plateau_schedule_halves_the_lr(tmp_path) -> None:
+    data = _tiny_data()
+    cfg = TrainConfig(edit="dilate", model="np_nfn", steps=4, batch_size=4, eval_every=1,
+                      schedule="plateau", patience=1, warmup=1)
+    _, log = train_editor(cfg, EditorConfig(nfn_channels=8, nfn_layers=1), tmp_path / "nfn",
+                          data, progress=False)
+    # every validation that did not improve on the best halved the learning rates
+    best, expected, halvings = log["val_mse"][0], [], 0
+    for v in log["val_mse"][1:]:
+        if v < best:
+            best = v
+        else:
+            halvings += 1
+        expected.append(halvings)
+    assert log["lr_halvings"] == expected
+    assert editing.load_editor(tmp_path / "nfn").config.model == "np_nfn"
+    cfg = TrainConfig(edit="dilate", model="gmn", steps=2, batch_size=4, eval_every=1)
+    editor, _ = train_editor(cfg, EditorConfig(gmn_hidden=8, gmn_layers=1, gmn_heads=4),
+                             tmp_path / "oce", data, progress=False)
+    assert editor.metanet.gmn.edge_heads.abs().sum() > 0  # the heads trained
+    assert editing.load_editor(tmp_path / "oce").config.gmn_heads == 4
+    with pytest.raises(ValueError, match="schedule"):
+        TrainConfig(schedule="step")
+
+
+def test_runs_saved_before_the_schedule_option_are_still_recognised(tmp_path, capsys) -> None:
+    argv = ["--edit", "dilate", "--models", "identity", "--steps", "2", "--train-limit", "8",
+            "--val-limit", "4", "--test-limit", "4", "--out", str(tmp_path), "--quiet"]
+    main(argv)
+    path = tmp_path / "dilate" / "identity" / "seed0" / "config.json"
+    saved = json.loads(path.read_text())
+    for key in ("schedule", "patience"):  # as written by the code before these options
+        del saved["train"][key]
+    path.write_text(json.dumps(saved))
+    main(argv)
+    assert "skip" in capsys.readouterr().out
+
+
 def test_cli_sweep_writes_table_and_skips_finished(tmp_path, capsys) -> None:
     argv = [
         "--edit", "dilate", "--models", "identity", "mlp", "--seeds", "0", "1", "--steps", "2",

@@ -80,6 +80,23 @@ def test_multichannel_output_has_trailing_dim():
     assert out["0.weight"].shape == (*model[0].weight.shape, 3)
 
 
+def test_output_capacity_expansion_heads_start_at_zero_and_stay_equivariant():
+    model = models.mlp((5, 8, 7, 3))
+    pg = ParameterGraph.from_module(model)
+    params, grads = features(model)
+    gmn = GMN(2, 2, hidden=16, layers=2, output_heads=4).double()
+    assert all(torch.count_nonzero(v) == 0 for v in gmn(pg, params, grads).values())
+    assert not hasattr(gmn, "edge_out") and gmn.edge_heads.shape == (4, 16, 2)
+    nn.init.normal_(gmn.edge_heads)
+    out = gmn(pg, params, grads)
+    sigma = node_permutation(pg, {"0": torch.randperm(8), "2": torch.randperm(7)})
+    moved = gmn(pg, permute_parameters(pg, params, sigma), permute_parameters(pg, grads, sigma))
+    assert max_diff(permute_parameters(pg, out, sigma), moved) < 1e-9
+    assert max(float(v.std()) for v in out.values()) > 1e-3  # not trivially equivariant
+    with pytest.raises(ValueError, match="output_heads"):
+        GMN(1, 1, output_heads=0)
+
+
 def test_mlp_hidden_permutation():
     model = models.mlp((5, 8, 7, 3))
     moves = {"0": torch.randperm(8), "2": torch.randperm(7)}
