@@ -78,6 +78,10 @@ def collect(out: Path | str) -> dict[str, Any]:
             "best_val_mse": log["best_val_mse"], "best_step": log["best_step"],
             "wall_seconds": log["wall_seconds"], "path": str(log_path.parent),
             "editor": log.get("editor", {}),
+            # logs written before per-step timing: None (the table says "—")
+            "seconds_per_step": log.get("seconds_per_step"),
+            "val_curve": ([log["val_train_seconds"], log["val_mse"]]
+                          if "val_train_seconds" in log else None),
         })
     table: dict[str, dict[str, Any]] = {}
     for r in runs:
@@ -98,7 +102,35 @@ def collect(out: Path | str) -> dict[str, Any]:
                 "steps": rs[0]["steps"],
                 "wall_seconds_mean": statistics.fmean(r["wall_seconds"] for r in rs),
             }
-    return {"runs": runs, "table": agg, "reference": REFERENCE}
+    return {"runs": runs, "table": agg, "equal_time": equal_time(runs), "reference": REFERENCE}
+
+
+def equal_time(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per edit, the validation MSE every trained model had reached (best so far, mean over
+    seeds) after the training time of the fastest model's runs (mean over its seeds):
+    ``{edit: {"seconds": T, "models": {model: mse}}}``; models without timed logs are left
+    out."""
+    out: dict[str, Any] = {}
+    for edit in sorted({r["edit"] for r in runs}):
+        timed = [r for r in runs if r["edit"] == edit and r["steps"] and r["val_curve"]]
+        by_model: dict[str, list[dict[str, Any]]] = {}
+        for r in timed:
+            by_model.setdefault(r["model"], []).append(r)
+        if not by_model:
+            continue
+        budget = min(statistics.fmean(r["val_curve"][0][-1] for r in rs)
+                     for rs in by_model.values())
+
+        out[edit] = {"seconds": budget, "models": {
+            m: statistics.fmean(_reached(r, budget) for r in rs) for m, rs in sorted(
+                by_model.items(), key=lambda kv: _MODEL_ORDER.index(kv[0]))}}
+    return out
+
+
+def _reached(run: dict[str, Any], seconds: float) -> float:
+    """The best validation MSE of ``run`` within ``seconds`` of training."""
+    times, mse = run["val_curve"]
+    return min(m for t, m in zip(times, mse, strict=True) if t <= seconds)
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -121,7 +153,8 @@ def markdown(results: dict[str, Any]) -> str:
         if any(c != "—" for c in cells):
             lines.append(f"| {_MODEL_LABEL[model]} | " + " | ".join(cells) + " |")
     lines += ["", "Training budget per run (from the run logs):", ""]
-    lines += ["| model | steps | batch | editor config | mean wall s / run |", "|---" * 5 + "|"]
+    lines += ["| model | steps | batch | editor config | mean wall s / run | s / training step |",
+              "|---" * 6 + "|"]
     for model in _MODEL_ORDER:
         runs = [r for r in results["runs"] if r["model"] == model]
         if not runs:
@@ -142,10 +175,23 @@ def markdown(results: dict[str, Any]) -> str:
         steps = sorted({r["steps"] for r in runs})
         batch = sorted({r["batch_size"] for r in runs})
         wall = statistics.fmean(r["wall_seconds"] for r in runs)
+        per_step = [r["seconds_per_step"] for r in runs if r.get("seconds_per_step")]
+        step_s = f"{statistics.fmean(per_step):.3f}" if per_step else "—"
         lines.append(
             f"| {_MODEL_LABEL[model]} | {'/'.join(map(str, steps))} | "
-            f"{'/'.join(map(str, batch))} | {arch} | {wall:.0f} |"
+            f"{'/'.join(map(str, batch))} | {arch} | {wall:.0f} | {step_s} |"
         )
+    same = results.get("equal_time") or {}
+    if same:
+        lines += ["", "At equal training time: the best validation MSE each model had reached "
+                  "after the fastest model's training time (mean over seeds):", ""]
+        lines += ["| edit | seconds | " + " | ".join(_MODEL_LABEL[m] for m in _MODEL_ORDER
+                                                     if m != "identity") + " |",
+                  "|---|---|" + "---|" * (len(_MODEL_ORDER) - 1)]
+        for edit, row in same.items():
+            cells = [f"{row['models'][m]:.5f}" if m in row["models"] else "—"
+                     for m in _MODEL_ORDER if m != "identity"]
+            lines.append(f"| {edit} | {row['seconds']:.0f} | " + " | ".join(cells) + " |")
     lines += ["", "Reference (issue; 600 steps, batch 32):", ""]
     lines += ["| model | " + " | ".join(edits) + " |", "|---|" + "---|" * len(edits)]
     for name, ref in results["reference"].items():

@@ -280,6 +280,8 @@ def train_editor(
     bar = tqdm(range(steps), desc=f"{config.edit}/{config.model}/s{config.seed}",
                disable=not progress)
     halvings, stale = 0, 0  # the plateau schedule's state
+    log["val_train_seconds"] = [0.0]  # training time (validation excluded) at each validation
+    train_seconds, tick = 0.0, time.perf_counter()
     for step in bar:
         if config.schedule == "plateau":
             factor = min(1.0, (step + 1) / max(1, config.warmup)) * 0.5**halvings
@@ -300,6 +302,8 @@ def train_editor(
         opt.step()
         log["train_loss"].append(float(loss.detach()))
         if (step + 1) % config.eval_every == 0 or step + 1 == steps:
+            train_seconds += time.perf_counter() - tick
+            log["val_train_seconds"].append(round(train_seconds, 3))
             val = validate()
             log["val_steps"].append(step + 1)
             log["val_mse"].append(val)
@@ -314,6 +318,7 @@ def train_editor(
             log["lr_halvings"].append(halvings)
             last = log["train_loss"][-1]
             bar.set_postfix(loss=f"{last:.2e}", val=f"{val:.2e}", best=f"{best_val:.2e}")
+            tick = time.perf_counter()
     editor.load_state_dict(best_state)
     editor.eval()
     test = evaluate(editor, data["test"][0], targets["test"], config.eval_batch)
@@ -324,6 +329,8 @@ def train_editor(
         test_mse_std_over_inrs=float(test.std()) if test.numel() > 1 else 0.0,
         n_test=int(test.numel()),
         gammas=editor.gammas().tolist(),
+        train_seconds=round(train_seconds, 2),
+        seconds_per_step=round(train_seconds / steps, 5) if steps else 0.0,
         wall_seconds=round(time.perf_counter() - t0, 1),
         threads=torch.get_num_threads(),
         torch=torch.__version__,

@@ -36,6 +36,28 @@ def test_writes_table_and_curves_into_the_sweep(tmp_path, capsys) -> None:
     main(["--runs", str(runs)])  # the sweep's own table is regenerated, no flag needed
 
 
+def test_equal_training_time_compares_each_model_at_the_fastest_ones_budget(tmp_path) -> None:
+    out = tmp_path / "sweep"
+    curves = {"gmn": ([0.0, 5.0, 10.0], [0.02, 0.010, 0.004]),
+              "np_nfn": ([0.0, 2.0, 4.0, 6.0], [0.02, 0.012, 0.006, 0.005])}
+    for seed in (0, 1):
+        for model, (times, mse) in curves.items():
+            run = out / "dilate" / model / f"seed{seed}"
+            run.mkdir(parents=True)
+            log = {"config": {"edit": "dilate", "model": model, "seed": seed, "steps": 10,
+                              "batch_size": 4},
+                   "test_mse": mse[-1], "best_val_mse": mse[-1], "best_step": 10,
+                   "wall_seconds": times[-1], "editor": {}, "val_steps": [0, 5, 10],
+                   "val_mse": mse, "val_train_seconds": times, "seconds_per_step": 0.1}
+            (run / "log.json").write_text(json.dumps(log))
+    results = main(["--runs", str(out)])
+    row = results["equal_time"]["dilate"]
+    assert row["seconds"] == 6.0  # NP-NFN's runs trained for 6 s, the GMN's for 10 s
+    assert row["models"] == {"np_nfn": 0.005, "gmn": 0.010}
+    text = (out / "results.md").read_text()
+    assert "At equal training time" in text and "| dilate | 6 |" in text
+
+
 def test_a_runs_typo_never_replaces_a_table(tmp_path, refused) -> None:
     out = tmp_path / "docs"
     out.mkdir()
