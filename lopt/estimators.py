@@ -38,7 +38,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -214,28 +214,22 @@ class ES:
     pairs: int = 4
     seed: int = 0
 
+    _salt: ClassVar[int] = 7  # separates this estimator's noise from other uses of the key
+    _estimate: ClassVar = staticmethod(es_estimate)
+
     def estimate(self, net, meta, run, length, key) -> Estimate:
-        gen = torch.Generator().manual_seed(mix_seed(self.seed, *key, 7))
-        return es_estimate(net, meta, run, length, self.update, self.objective, self.sigma,
-                           self.pairs, gen, self.meta_loss)
+        gen = torch.Generator().manual_seed(mix_seed(self.seed, *key, self._salt))
+        return self._estimate(net, meta, run, length, self.update, self.objective, self.sigma,
+                              self.pairs, gen, self.meta_loss)
 
 
 @dataclass(frozen=True)
-class PES:
+class PES(ES):
     """Persistent evolution strategies (:func:`pes_estimate`), noise seeded by
     ``(seed, key)``; the particles are kept in ``run.extra``."""
 
-    update: UpdateConfig
-    objective: str = "valid"
-    meta_loss: str = "linear"
-    sigma: float = 0.01
-    pairs: int = 4
-    seed: int = 0
-
-    def estimate(self, net, meta, run, length, key) -> Estimate:
-        gen = torch.Generator().manual_seed(mix_seed(self.seed, *key, 11))
-        return pes_estimate(net, meta, run, length, self.update, self.objective, self.sigma,
-                            self.pairs, gen, self.meta_loss)
+    _salt: ClassVar[int] = 11
+    _estimate: ClassVar = staticmethod(pes_estimate)
 
 
 ESTIMATORS: dict[str, Callable[..., Estimator]] = {

@@ -48,6 +48,19 @@ def _perms(batch: int, seed: int) -> list[torch.Tensor]:
     return [torch.rand(batch, 32, generator=g).argsort(1) for _ in range(2)]
 
 
+def _assert_equivariant(editor: Editor, params, perms):
+    """Editing permuted INRs gives the permuted edits, and the edit is not trivial; returns
+    ``(edited, edited_of_permuted)``."""
+    edited = editor(params)
+    edited_of_permuted = editor(editing.permute_hidden(params, perms))
+    for k in params:
+        assert not torch.allclose(edited[k], params[k])  # the edit is not trivial
+        torch.testing.assert_close(
+            edited_of_permuted[k], editing.permute_hidden(edited, perms)[k], atol=1e-10, rtol=0
+        )
+    return edited, edited_of_permuted
+
+
 def test_permute_hidden_preserves_render_and_matches_graph_permutation() -> None:
     params = _params(2)
     perms = _perms(2, 1)
@@ -99,14 +112,7 @@ def test_gmn_editor_is_permutation_equivariant(
     editor = _randomize_heads(Editor(cfg)).double()
     params = _params(3)
     editor.set_scale(params)
-    perms = _perms(3, 2)
-    edited = editor(params)
-    edited_of_permuted = editor(editing.permute_hidden(params, perms))
-    for k in params:
-        assert not torch.allclose(edited[k], params[k])  # the edit is not trivial
-        torch.testing.assert_close(
-            edited_of_permuted[k], editing.permute_hidden(edited, perms)[k], atol=1e-10, rtol=0
-        )
+    edited, edited_of_permuted = _assert_equivariant(editor, params, _perms(3, 2))
     torch.testing.assert_close(
         editing.render(edited_of_permuted, (11, 11)), editing.render(edited, (11, 11)),
         atol=1e-9, rtol=0,
@@ -121,13 +127,7 @@ def test_np_nfn_editor_is_permutation_equivariant_and_mixes_rows_columns_layers(
             p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * 0.3)
     params = _params(3)
     editor.set_scale(params)
-    perms = _perms(3, 4)
-    edited = editor(params)
-    moved = editor(editing.permute_hidden(params, perms))
-    for k in params:
-        assert not torch.allclose(edited[k], params[k])
-        torch.testing.assert_close(moved[k], editing.permute_hidden(edited, perms)[k],
-                                   atol=1e-10, rtol=0)
+    edited, _ = _assert_equivariant(editor, params, _perms(3, 4))
     # a change in one hidden weight reaches other entries of its row and column, the next
     # layer's column of its neuron, and (through the means) every tensor
     bumped = {k: v.clone() for k, v in params.items()}
