@@ -129,6 +129,8 @@ def pes_estimate(net: nn.Module, meta: Meta, run: InnerRun, length: int, cfg: Up
     accumulated noise ``xi``) are read from and written back to ``run.extra``; a run without
     them (new, or reset) starts every particle from ``run``'s parameters and state with
     ``xi = 0``. The particles run as one ``torch.func.vmap``, every one on the same batches.
+    A pair one of whose particles diverged (a non-finite parameter) contributes its clipped
+    losses this once, then restarts from the unperturbed run with ``xi = 0``.
     """
     eps = _perturbation(meta, pairs, sigma, generator)
     extra = run.extra
@@ -151,10 +153,27 @@ def pes_estimate(net: nn.Module, meta: Meta, run: InnerRun, length: int, cfg: Up
     losses, params, state = vmap(particle, randomness="same")(_antithetic(meta, eps), params,
                                                               state)
     grads = _combine(losses, xi, sigma)
+    loss, (new_params, new_state) = unroll(net, meta, run, length, cfg, objective, meta_loss)
+    # a pair with a diverged particle would carry its NaN run (and a clipped loss) until the
+    # run resets: both restart from the unperturbed run, their noise sum from zero
+    finite = torch.stack([torch.isfinite(p.flatten(1)).all(1) for p in params.values()]).all(0)
+    broken = ~(finite[:pairs] & finite[pairs:])  # [pairs]
+    if bool(broken.any()):
+        restart = torch.cat([broken, broken])
+
+        def renew(particles: Tensor, fresh: Tensor) -> Tensor:
+            mask = restart.reshape(-1, *([1] * fresh.dim()))
+            return torch.where(mask, fresh.expand_as(particles), particles)
+
+        params = {n: renew(p, new_params[n]) for n, p in params.items()}
+        state = UpdateState.from_slots(state.step, {
+            slot: {n: renew(t, new_state.slots()[slot][n]) for n, t in d.items()}
+            for slot, d in state.slots().items()})
+        xi = {g: {k: x * ~broken.reshape(-1, *([1] * (x.dim() - 1))) for k, x in d.items()}
+              for g, d in xi.items()}
     extra.update({f"{key}{g}.{k}": x for g, d in xi.items() for k, x in d.items()})
     extra.update(_pes_pack(params, state))
-    loss, (params, state) = unroll(net, meta, run, length, cfg, objective, meta_loss)
-    return loss, grads, _detach(params, state)
+    return loss, grads, _detach(new_params, new_state)
 
 
 def _pes_pack(params: dict[str, Tensor], state: State) -> dict[str, Tensor]:

@@ -103,3 +103,22 @@ def test_pes_keeps_its_particles_with_the_run_and_starts_afresh_on_a_new_one(set
     a = est.estimate(lo.net, meta, run, LENGTH, (2, 0))[1]
     b = est.estimate(lo.net, meta, twin, LENGTH, (2, 0))[1]
     assert all(torch.equal(a["scales"][k], b["scales"][k]) for k in a["scales"])
+
+
+def test_a_pes_pair_with_a_diverged_particle_restarts_from_the_unperturbed_run(setup):
+    task, lo, meta = setup
+    run = _fresh(task, lo)
+    pes_estimate(lo.net, meta, run, LENGTH, lo.update, pairs=3,
+                 generator=torch.Generator().manual_seed(0))
+    name = next(iter(run.params))
+    run.extra[f"pes.params.{name}"][4] = float("nan")  # particle 4: the "-" side of pair 1
+    _, grads, (params, _) = pes_estimate(lo.net, meta, run, LENGTH, lo.update, pairs=3,
+                                         generator=torch.Generator().manual_seed(1))
+    assert all(bool(torch.isfinite(g).all()) for d in grads.values() for g in d.values())
+    particles = run.extra[f"pes.params.{name}"]
+    assert bool(torch.isfinite(particles).all())
+    for i in (1, 4):  # both particles of pair 1 restart where the unperturbed run is
+        torch.testing.assert_close(particles[i], params[name], rtol=0, atol=0)
+    xi = run.extra["pes.xi.scales.log_alpha"]
+    assert float(xi[1]) == 0 and float(xi[0]) != 0 and float(xi[2]) != 0
+    assert not torch.equal(particles[0], params[name])  # the other pairs keep their runs
