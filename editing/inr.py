@@ -110,12 +110,13 @@ def _layers(params: Mapping[str, Tensor]) -> list[tuple[Tensor, Tensor]]:
             layers = [(by_idx[i]["weight"], by_idx[i]["bias"]) for i in sorted(by_idx)]
         except KeyError as err:
             raise ValueError(f"every layer needs a weight and a bias; got keys {keys}") from err
+        names = [f"layer {i}" for i in sorted(by_idx)]
     elif len(keys) % 2:
         raise ValueError(f"expected alternating weight/bias entries; got keys {keys}")
     else:
         layers = [(params[keys[i]], params[keys[i + 1]]) for i in range(0, len(keys), 2)]
-    _check_layers(layers, keys[::2] if not all(matches) else
-                  [f"layer {i}" for i in range(len(layers))])
+        names = keys[::2]
+    _check_layers(layers, names)
     return layers
 
 

@@ -270,6 +270,7 @@ def train_editor(
         "val_steps": [],
         "val_mse": [],
         "no_edit_val_mse": no_edit_val,
+        "lr_halvings": [],  # per validation after step 0 (the plateau schedule's count)
     }
     steps = 0 if config.model == "identity" else config.steps
     best_val, best_step = validate(), 0
@@ -314,7 +315,6 @@ def train_editor(
                 stale += 1
                 if stale >= config.patience:
                     halvings, stale = halvings + 1, 0
-            log.setdefault("lr_halvings", [])
             log["lr_halvings"].append(halvings)
             last = log["train_loss"][-1]
             bar.set_postfix(loss=f"{last:.2e}", val=f"{val:.2e}", best=f"{best_val:.2e}")

@@ -191,7 +191,7 @@ class GMN(nn.Module):
             nn.init.kaiming_normal_(self.edge_expand.weight, nonlinearity="relu")
             nn.init.zeros_(self.edge_expand.bias)
             self.edge_heads = nn.Parameter(torch.zeros(k, h, out_channels))
-            self.edge_heads_bias = nn.Parameter(torch.zeros(k, out_channels))
+            self.edge_heads_bias = nn.Parameter(torch.zeros(out_channels))  # k averaged: one
         self.graph_out = mlp(2 * h, h, h)
 
     def forward_data(self, data: Data) -> GMNOutput:
@@ -229,8 +229,7 @@ class GMN(nn.Module):
         if k == 1:
             return self.edge_out(e)
         z = F.silu(self.edge_expand(e)).unflatten(-1, (k, -1))  # [E, k, hidden]
-        return (torch.einsum("ekh,kho->eo", z, self.edge_heads) / k
-                + self.edge_heads_bias.mean(0))
+        return torch.einsum("ekh,kho->eo", z, self.edge_heads) / k + self.edge_heads_bias
 
     def forward(self, pg: ParameterGraph, *feature_dicts: Mapping[str, Tensor]) -> dict:
         """Per-parameter outputs: a dict with ``pg.param_names``, shaped like the parameters.

@@ -104,12 +104,12 @@ def reparameterize(run: InnerRun, scales: Mapping[str, float]) -> InnerRun:
     r"""Task augmentation (Celo, VeLO): a fresh ``run`` whose networks compute with
     :math:`\theta = s \, \phi` per tensor, the optimizer training :math:`\phi = \theta / s`.
 
-    The networks' function, losses and trajectories under plain gradient descent in
-    :math:`\theta` are unchanged, but the optimizer sees parameters scaled by :math:`1/s` and
-    gradients by :math:`s`: a learned optimizer meta-trained over many scales cannot rely on
-    one weight scale.
+    The networks' function and losses at a given :math:`\theta` are unchanged, but the
+    optimizer sees parameters scaled by :math:`1/s` and gradients by :math:`s` (so a step of
+    one size in :math:`\phi` moves :math:`\theta` :math:`s` times as far): a learned
+    optimizer meta-trained over many scales cannot rely on one weight scale.
     """
-    if run.step or run.extra:
+    if run.step or run.extra or run.reparam:
         raise ValueError("reparameterize a fresh inner run (step 0), not one in progress")
     unknown = sorted(set(scales) - set(run.params))
     if unknown:

@@ -95,10 +95,10 @@ def slot_names(num_momenta: int) -> list[str]:
 
 
 register_dataclass(UpdateState)
+State = UpdateState  # the name the unrolls and estimators use
 
 UPDATE_EPS = 1e-16
 """``UpdateConfig.normalize_update``'s offset under the square root of the mean square."""
-State = UpdateState  # the name the unrolls and estimators use
 
 
 @dataclass(frozen=True)

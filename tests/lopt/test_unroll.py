@@ -54,6 +54,8 @@ def test_reparameterize_and_scales_check_their_inputs():
         reparameterize(run, {"nope": 2.0})
     with pytest.raises(ValueError, match="finite and positive"):
         reparameterize(run, {names[0]: 0.0})
+    with pytest.raises(ValueError, match="fresh inner run"):  # scales would stack
+        reparameterize(reparameterize(run, scales), scales)
     run.step = 3
     with pytest.raises(ValueError, match="fresh inner run"):
         reparameterize(run, scales)
