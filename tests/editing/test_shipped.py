@@ -144,8 +144,7 @@ def test_the_independent_edits_equal_editing_edits() -> None:
 
 @pytest.mark.parametrize("name", sorted(editing.EDITS))
 def test_shipped_editors_move_held_out_digits_towards_their_edits(name, held_out_digits) -> None:
-    """Every shipped editor brings held-out digits closer to their edited targets."""Measured when written: edited / unedited MSE 0.42 dilate, 0.28 erode, 0.78 blur,
-    0.80 sharpen, 0.61 contrast, 5e-5 invert."""
+    """Every shipped editor brings held-out digits closer to their edited targets."""
     moved, params = held_out_digits
     target = torch.from_numpy(_edit_independently(name, moved)).float()
     with torch.no_grad():
