@@ -14,6 +14,7 @@ import editing
 from common.errors import UserError
 from editing.demo import main as demo_main
 from editing.editor import Editor, EditorConfig, save_editor
+from editing.heldout import moved_digits
 from tests.editing.conftest import same_state, snapshot
 
 
@@ -124,13 +125,7 @@ def _edit_independently(name: str, x: np.ndarray) -> np.ndarray:
 def held_out_digits():
     """Six test digits rotated (up to 15 degrees) and shifted (up to 2 pixels): images the
     editors never saw, fitted here with ``editing.fit_inrs``."""
-    images, splits = editing.digits_images()
-    rng = np.random.default_rng(0)
-    moved = []
-    for image in images[splits["test"][:6]].numpy().astype(np.float64):
-        turned = ndimage.rotate(image, rng.uniform(-15, 15), reshape=False, order=1)
-        moved.append(np.clip(ndimage.shift(turned, rng.integers(-2, 3, size=2), order=1), 0, 1))
-    moved = np.stack(moved)
+    moved = moved_digits(6, seed=0)
     params = editing.fit_inrs(torch.from_numpy(moved).float(), steps=1000, progress=False)
     return moved, params
 
