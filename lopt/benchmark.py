@@ -38,6 +38,13 @@ the seed-mean curve reaches tuned Adam's best seed-mean test loss and the second
 training to get there (step times measured in this run), the step speed-up
 ``adam_steps / steps`` and the wall-clock one (the same ratio of seconds), the
 optimizer-step time relative to Adam's and the number of diverged runs.
+
+Evaluating a new learned optimizer against the same baselines: ``--baselines-from
+OLD/benchmark.json`` takes the tuning scores, chosen points and final runs of every baseline
+from an earlier run of the same protocol (the options in :data:`PROTOCOL` must be equal, and
+it must hold every baseline on every task; checked before any training) and trains only the
+learned optimizers: about a sixth of the time on the held-out suite. Wall-clock speed-ups
+then compare step times measured in two runs.
 """
 
 from __future__ import annotations
@@ -67,8 +74,8 @@ from lopt.checkpoint import LearnedOptimizer, load_learned_optimizer
 from lopt.suite import HELD_OUT_SUITE, markdown, summarize_suite
 from tasks import TASKS, Task, get_task
 
-__all__ = ["BenchmarkConfig", "Contender", "HeldOutConfig", "benchmark_task", "contenders",
-           "main", "run", "summarize"]
+__all__ = ["PROTOCOL", "BenchmarkConfig", "Contender", "HeldOutConfig", "benchmark_task",
+           "contenders", "main", "reusable_baselines", "run", "summarize"]
 
 IN_DISTRIBUTION = "digits_mlp32"
 # the tasks of docs/lopt.md's tables: the default without --suite
@@ -134,6 +141,9 @@ class BenchmarkConfig:
     learned_grid: list[float] = cli.option([1.0], "also run each learned optimizer as "
                                            "NAME_tuned, its lr multiplier tuned over these "
                                            "(1 alone: none)", check=cli.positive)
+    baselines_from: str = cli.option("", "a previous benchmark.json of the same protocol: "
+                                     "reuse its baselines' tuning and runs instead of "
+                                     "training them again (learned optimizers still run)")
     out: str = cli.option("runs/lopt_benchmark", "output folder (refused when it holds files, "
                           "unless --overwrite or --resume)")
     overwrite: bool = cli.option(False, "replace what the benchmark writes in a non-empty --out")
@@ -296,10 +306,12 @@ def _key(kind: str, point: tuple[float, float]) -> str:
 
 
 def benchmark_task(task: Task, entries: list[Contender], cfg: BenchmarkConfig,
-                   bar: tqdm | None = None) -> dict:
+                   bar: tqdm | None = None, reuse: dict | None = None) -> dict:
     """Tune and run every contender on ``task``: its ``results`` entry (summary, tuning
     scores, the chosen points and every final curve). A suite tunes on ``task.pool("valid")``,
-    otherwise on the test loss."""
+    otherwise on the test loss. ``reuse``: this task's entry of an earlier run of the same
+    protocol (:func:`reusable_baselines`), whose baselines are taken as they are."""
+    reuse = reuse or {}
     on_valid = cfg.suite != "none"
     valid = task.pool("valid") if on_valid else None
     done: dict[tuple, Curve] = {}
@@ -314,9 +326,16 @@ def benchmark_task(task: Task, entries: list[Contender], cfg: BenchmarkConfig,
                 bar.update(1)
         return done[key]
 
-    chosen, tuning = {}, {}
+    chosen, tuning, reused = {}, {}, {}
     for c in entries:
         chosen[c.name] = c.grid[0]
+        if c.kind != "learned" and c.name in reuse.get("curves", {}):
+            saved = reuse["curves"][c.name]
+            chosen[c.name] = (saved["lr"], saved["weight_decay"])
+            reused[c.name] = [Curve(**r) for r in saved["runs"]]
+            if c.name in reuse.get("tuning", {}):
+                tuning[c.name] = reuse["tuning"][c.name]
+            continue
         if c.tuned:
             scores = {}
             for point in c.grid:
@@ -325,7 +344,8 @@ def benchmark_task(task: Task, entries: list[Contender], cfg: BenchmarkConfig,
                     runs)
             chosen[c.name] = min(scores, key=scores.get)
             tuning[c.name] = {_key(c.kind, p): v for p, v in scores.items()}
-    runs = {c.name: [curve(c, chosen[c.name], s) for s in range(cfg.seeds)] for c in entries}
+    runs = {c.name: reused.get(c.name) or [curve(c, chosen[c.name], s) for s in range(cfg.seeds)]
+            for c in entries}
     curves = {}
     for c in entries:
         lrs = sorted({p[0] for p in c.grid})
@@ -335,6 +355,41 @@ def benchmark_task(task: Task, entries: list[Contender], cfg: BenchmarkConfig,
                           "runs": [asdict(r) for r in runs[c.name]]}
     return {"summary": summarize(runs), "tuned_on": "valid" if on_valid else "test",
             "tuning": tuning, "curves": curves}
+
+
+# options that define the baselines' runs: a benchmark reusing another's must agree on them
+PROTOCOL = ("suite", "steps", "seeds", "tune_seeds", "eval_every", "adam_grid", "sgdm_grid",
+            "adamw_wds")
+
+
+def reusable_baselines(cfg: BenchmarkConfig, entries: list[Contender]) -> dict:
+    """``{task: results entry}`` of ``cfg.baselines_from`` ({} without it), checked to be
+    the same protocol and to hold every baseline of ``entries`` on every task of ``cfg``.
+
+    Raises:
+        ConfigError: another protocol, or a task / baseline it lacks (before any training).
+        PersistenceError: not a ``benchmark.json`` of ``python -m lopt.benchmark``.
+    """
+    if not cfg.baselines_from:
+        return {}
+    path = Path(cfg.baselines_from)
+    saved = read_json(path, what="--baselines-from benchmark results")
+    if not (isinstance(saved, dict) and isinstance(saved.get("config"), dict)
+            and isinstance(saved.get("results"), dict)):
+        raise PersistenceError(f"--baselines-from {path}: not written by python -m "
+                               "lopt.benchmark")
+    ours = asdict(cfg)
+    differ = [f"--{k.replace('_', '-')} {ours[k]} (it has {saved['config'].get(k)})"
+              for k in PROTOCOL if saved["config"].get(k) != ours[k]]
+    if differ:
+        raise ConfigError(f"--baselines-from {path} ran another protocol: {'; '.join(differ)}")
+    wanted = [c.name for c in entries if c.kind != "learned"]
+    missing = [f"{t}/{n}" for t in cfg.tasks for n in wanted
+               if n not in saved["results"].get(t, {}).get("curves", {})]
+    if missing:
+        raise ConfigError(f"--baselines-from {path} lacks {', '.join(missing[:4])}"
+                          + (f" (+{len(missing) - 4} more)" if len(missing) > 4 else ""))
+    return saved["results"]
 
 
 # ----------------------------------------------------------------------------- outputs
@@ -418,14 +473,15 @@ def run(cfg: BenchmarkConfig) -> dict:
     learned = dict(item.split("=", 1) for item in cfg.learned)
     loaded = {name: load_learned_optimizer(None if ckpt == "shipped" else ckpt)
               for name, ckpt in learned.items()}
-    out, results, wall_before = _open_output(cfg)
     entries = contenders(cfg, loaded)
+    reuse = reusable_baselines(cfg, entries)
+    out, results, wall_before = _open_output(cfg)
     todo = [name for name in cfg.tasks if name not in results]
-    per_task = planned_runs(entries, cfg)
+    per_task = planned_runs([c for c in entries if c.kind == "learned" or not reuse], cfg)
     bar = tqdm(total=per_task * len(todo), desc="benchmark")
     t_start = time.time()
     for i, name in enumerate(todo):
-        results[name] = benchmark_task(tasks[name], entries, cfg, bar)
+        results[name] = benchmark_task(tasks[name], entries, cfg, bar, reuse.get(name))
         bar.total = bar.n + per_task * (len(todo) - i - 1)  # winners may reuse runs
         bar.refresh()
         write_results(out, cfg, results, wall_before + time.time() - t_start)

@@ -198,3 +198,37 @@ def test_tiny_suite_run_writes_its_files_and_resumes(tmp_path, monkeypatch, caps
     with pytest.raises(SystemExit) as exc:  # other options than the run's are refused
         benchmark.main([*argv[:-2], "--steps", "6", "--out", str(out), "--resume"])
     assert exc.value.code == 2 and "--steps 6" in capsys.readouterr().err
+
+
+def test_a_new_learned_optimizer_reuses_the_baselines_of_an_earlier_run(tmp_path, monkeypatch,
+                                                                         capsys):
+    calls = []
+    monkeypatch.setattr(benchmark, "train_curve", _fake_train_curve(calls))
+    argv = ["--suite", "heldout", "--tasks", "diabetes_mlp", "--seeds", "2", "--tune-seeds",
+            "1", "--adam-grid", "1e-3", "1e-2", "--adamw-wds", "0.1", "--learned-grid", "1"]
+    benchmark.main([*argv, "--out", str(tmp_path / "first")])
+    first = json.loads((tmp_path / "first" / "benchmark.json").read_text())
+    calls.clear()
+    source = str(tmp_path / "first" / "benchmark.json")
+    benchmark.main([*argv, "--learned", "other=shipped", "--baselines-from", source,
+                    "--out", str(tmp_path / "second")])
+    assert {c[0] for c in calls} == {"learned"} and len(calls) == 2  # only the new one trains
+    second = json.loads((tmp_path / "second" / "benchmark.json").read_text())
+    old, new = first["results"]["diabetes_mlp"], second["results"]["diabetes_mlp"]
+    for name in ("adam", "adam_default", "adamw"):
+        assert new["curves"][name] == old["curves"][name]
+        assert new["summary"][name] == old["summary"][name]
+    assert new["tuning"] == old["tuning"]
+    assert new["summary"]["other"] == old["summary"]["gmn"]  # same weights, same fake runs
+    # another protocol, or a baseline the earlier run lacks, stops before any training
+    calls.clear()
+    for extra, words in [(["--steps", "400"], ["--steps 400", "another protocol"]),
+                         (["--adamw-wds", "0.1", "1"], ["--adamw-wds"]),
+                         (["--tasks", "diabetes_mlp", "teacher_student"],
+                          ["lacks", "teacher_student/adam"])]:
+        with pytest.raises(SystemExit) as exc:
+            benchmark.main([*argv, *extra, "--baselines-from", source,
+                            "--out", str(tmp_path / "third")])
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and all(w in err for w in words), err
+    assert not calls and not (tmp_path / "third").exists()
