@@ -121,9 +121,19 @@ class NPNFNLayer(nn.Module):
 
 
 class NPNFNMetanet(nn.Module):
-    """The NP-NFN editor of Zhou et al. (2023) as a metanetwork: ``layers`` NP layers of
-    ``channels`` channels with ReLU between, then an NP layer to one channel whose weights
-    start at zero (a fresh editor leaves the parameters unchanged).
+    """The NP-NFN editor of Zhou et al. (2023) as a metanetwork, in its published form.
+
+    Every value is first encoded by random Gaussian Fourier features (``fourier`` frequencies
+    ``b ~ N(0, fourier_scale^2)``, fixed at construction and saved with the editor:
+    ``[sin(2 pi b x), cos(2 pi b x)]``, so ``2 fourier`` channels; ``fourier=0`` reads the raw
+    value, one channel) and, with ``io``, given 7 more channels that encode the position of
+    its input neuron (first layer) or output neuron (last layer) in ``[-1, 1]`` (``x`` and
+    ``sin`` / ``cos`` of ``x pi`` times 1, 1.25, 1.5; zeros elsewhere): the input and output
+    neurons of a SIREN are not interchangeable, its hidden ones are. Then ``layers`` NP layers
+    of ``channels`` channels with ReLU between, and an NP layer to one channel whose weights
+    start at zero (a fresh editor leaves the parameters unchanged). The published editor
+    (``nfnet=equiv_io`` of the authors' INR-editing code) is 128 Fourier features of scale 3,
+    the I/O encoding and 3 x 128 channels: the defaults.
 
     Maps normalized batched SIREN parameters ``{"layers.{i}.weight": [B, out, in],
     "layers.{i}.bias": [B, out]}`` to outputs of the same shapes; equivariant to every
@@ -133,24 +143,60 @@ class NPNFNMetanet(nn.Module):
         shapes: per-INR parameter shapes in layer order.
         channels: hidden channels (the published editor: 128).
         layers: hidden NP layers (the published editor: 3).
+        fourier: Gaussian Fourier features per value (published: 128; 0: the raw value).
+        fourier_scale: standard deviation of their frequencies (published: 3).
+        io: the input / output neuron position encoding (published: on).
     """
 
+    IO_CHANNELS = 7
+
     def __init__(self, shapes: Mapping[str, tuple[int, ...]], channels: int = 128,
-                 layers: int = 3) -> None:
+                 layers: int = 3, fourier: int = 128, fourier_scale: float = 3.0,
+                 io: bool = True) -> None:
         super().__init__()
         self.shapes = dict(shapes)
         self.n_layers = len(self.shapes) // 2
-        dims = [1] + [channels] * layers
+        self.io = io
+        self.register_buffer("frequencies", torch.randn(fourier) * fourier_scale)
+        c_in = (2 * fourier if fourier else 1) + (self.IO_CHANNELS if io else 0)
+        dims = [c_in] + [channels] * layers
         self.body = nn.ModuleList(NPNFNLayer(self.n_layers, a, b)
                                   for a, b in zip(dims[:-1], dims[1:], strict=True))
         self.head = NPNFNLayer(self.n_layers, dims[-1], 1)
         for p in self.head.parameters():
             nn.init.zeros_(p)
 
+    def _encode(self, x: Tensor) -> Tensor:
+        """``[..., 1]`` values -> ``[..., 2 fourier]`` Fourier features (or the value)."""
+        if not len(self.frequencies):
+            return x
+        angle = 2 * math.pi * x * self.frequencies.to(x.dtype)
+        return torch.cat([angle.sin(), angle.cos()], -1)
+
+    @classmethod
+    def _positions(cls, n: int, like: Tensor) -> Tensor:
+        """``[n, 7]``: neuron ``i`` of ``n`` at ``x = -1 + 2 i / (n - 1)``, as ``sin`` /
+        ``cos`` of ``x pi`` times 1, 1.25, 1.5 and ``x``."""
+        x = torch.linspace(-1.0, 1.0, n, dtype=like.dtype, device=like.device)[:, None]
+        angle = x * torch.linspace(1.0, 1.5, 3, dtype=like.dtype, device=like.device) * math.pi
+        return torch.cat([angle.sin(), angle.cos(), x], -1)
+
     def forward(self, params: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """Batched params (``[B, *shape]`` each) -> outputs of the same shapes."""
-        ws = [params[f"layers.{i}.weight"][..., None] for i in range(self.n_layers)]
-        bs = [params[f"layers.{i}.bias"][..., None] for i in range(self.n_layers)]
+        ws = [self._encode(params[f"layers.{i}.weight"][..., None]) for i in range(self.n_layers)]
+        bs = [self._encode(params[f"layers.{i}.bias"][..., None]) for i in range(self.n_layers)]
+        if self.io:
+            last = self.n_layers - 1
+            pos_w = [ws[i].new_zeros(ws[i].shape[-3:-1] + (self.IO_CHANNELS,))
+                     for i in range(self.n_layers)]
+            pos_b = [bs[i].new_zeros(bs[i].shape[-2:-1] + (self.IO_CHANNELS,))
+                     for i in range(self.n_layers)]
+            pos_w[0] = pos_w[0] + self._positions(ws[0].shape[-2], ws[0])[None]  # input k
+            out_pos = self._positions(ws[last].shape[-3], ws[last])
+            pos_w[last] = pos_w[last] + out_pos[:, None]  # output neuron j
+            pos_b[last] = pos_b[last] + out_pos
+            ws = [torch.cat([w, p.expand(*w.shape[:-1], -1)], -1) for w, p in zip(ws, pos_w)]
+            bs = [torch.cat([b, p.expand(*b.shape[:-1], -1)], -1) for b, p in zip(bs, pos_b)]
         for layer in self.body:
             ws, bs = layer(ws, bs)
             ws, bs = [torch.relu(w) for w in ws], [torch.relu(b) for b in bs]

@@ -95,6 +95,11 @@ class EditorConfig:
         mlp_depth: MLP hidden layers.
         nfn_channels: NP-NFN hidden channels (published: 128).
         nfn_layers: NP-NFN hidden layers (published: 3).
+        nfn_fourier: NP-NFN Gaussian Fourier features per value (published: 128; 0: the raw
+            value; files saved before the option: 0).
+        nfn_fourier_scale: standard deviation of their frequencies (published: 3).
+        nfn_io: NP-NFN input / output neuron position encoding (published: on; files saved
+            before the option: off).
         gamma_init: initial value of every gamma.
         gmn_skip: add a learned per-tensor affine term to the GMN output,
             ``f_t = GMN_t(x) + a_t x_t + c_t`` (``a``, ``c`` zero-initialised, trained at
@@ -119,6 +124,9 @@ class EditorConfig:
     mlp_depth: int = 3
     nfn_channels: int = 128
     nfn_layers: int = 3
+    nfn_fourier: int = 128
+    nfn_fourier_scale: float = 3.0
+    nfn_io: bool = True
     gamma_init: float = 0.01
     gmn_skip: bool = True
     gamma_param: str = "linear"
@@ -142,6 +150,11 @@ class EditorConfig:
                      "nfn_channels", "nfn_layers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.nfn_fourier < 0:
+            raise ValueError(f"nfn_fourier must be >= 0, got {self.nfn_fourier}")
+        if not (math.isfinite(self.nfn_fourier_scale) and self.nfn_fourier_scale > 0):
+            raise ValueError(f"nfn_fourier_scale must be a positive finite number, got "
+                             f"{self.nfn_fourier_scale}")
         if not (math.isfinite(self.w0) and self.w0 > 0):
             raise ValueError(f"w0 must be a positive finite number, got {self.w0}")
         if not math.isfinite(self.gamma_init) or (self.gamma_param == "log"
@@ -165,9 +178,11 @@ class EditorConfig:
         if not isinstance(d, Mapping):
             raise PersistenceError(f"{where}: the editor config is not a JSON object")
         kinds = {"model": str, "w0": (int, float), "gamma_init": (int, float), "gmn_skip": bool,
-                 "gamma_param": str, "output_scale": str, "widths": list,
+                 "gamma_param": str, "output_scale": str, "widths": list, "nfn_io": bool,
+                 "nfn_fourier_scale": (int, float),
                  **dict.fromkeys(("gmn_hidden", "gmn_layers", "gmn_heads", "mlp_hidden",
-                                  "mlp_depth", "nfn_channels", "nfn_layers"), int)}
+                                  "mlp_depth", "nfn_channels", "nfn_layers", "nfn_fourier"),
+                                 int)}
         kw = {k: require(d, k, kind, where) for k, kind in kinds.items() if k in d}
         if not all(type(w) is int for w in kw.get("widths", [])):
             raise PersistenceError(f"{where}: field 'widths' = {kw['widths']!r} is not a list "
@@ -176,6 +191,8 @@ class EditorConfig:
         kw.setdefault("gmn_skip", False)
         kw.setdefault("gamma_param", "linear")
         kw.setdefault("output_scale", "std")
+        kw.setdefault("nfn_fourier", 0)
+        kw.setdefault("nfn_io", False)
         try:
             return cls(**kw)
         except ValueError as err:
@@ -246,7 +263,8 @@ def _build_metanet(config: EditorConfig) -> nn.Module:
     if config.model in ("mlp", "mlp_aug"):
         return FlatMLPMetanet(param_shapes(config.widths), config.mlp_hidden, config.mlp_depth)
     if config.model == "np_nfn":
-        return NPNFNMetanet(param_shapes(config.widths), config.nfn_channels, config.nfn_layers)
+        return NPNFNMetanet(param_shapes(config.widths), config.nfn_channels, config.nfn_layers,
+                            config.nfn_fourier, config.nfn_fourier_scale, config.nfn_io)
     return NoEditMetanet()
 
 

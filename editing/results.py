@@ -7,12 +7,17 @@ one checkpoint). ``--runs`` must hold at least one finished run: an empty result
 replaces a table. The default ``--out`` is the sweep folder itself (whose table
 ``editing.train`` keeps up to date too); another ``--out`` may hold an earlier table (it is
 replaced) but nothing else unless ``--overwrite`` (other files stay).
+
+Variants in one table: ``--runs OUT NAME=OUT2 ...`` adds the runs of other sweeps (say a GMN
+with output heads, trained with ``--out OUT2``) as their own rows, ``model@NAME`` (shown as
+"GMN editor [NAME]"); ``--out`` is then required.
 """
 
 from __future__ import annotations
 
+import re
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,17 +67,35 @@ _MODEL_LABEL = {
 }
 
 
-def collect(out: Path | str) -> dict[str, Any]:
-    """``{"runs": [...], "table": {edit: {model: {mean, std, min, max, n, seeds, ...}}}}``.
+def _row(key: str) -> tuple[int, str]:
+    """Sort key of a table row ``model`` or ``model@variant``: models in their order, each
+    model's plain row first."""
+    model, _, variant = key.partition("@")
+    return _MODEL_ORDER.index(model), variant
 
-    ``std`` is the sample standard deviation over seeds (0 with one seed).
+
+def _label(key: str) -> str:
+    """``"GMN editor [oce8]"`` for the row ``gmn@oce8``."""
+    model, _, variant = key.partition("@")
+    return _MODEL_LABEL[model] + (f" [{variant}]" if variant else "")
+
+
+def collect(out: Path | str, variants: Mapping[str, Path | str] | None = None) -> dict[str, Any]:
+    """``{"runs": [...], "table": {edit: {row: {mean, std, min, max, n, seeds, ...}}}}``.
+
+    A row is a model of the sweep in ``out``, or ``model@NAME`` for the runs of the sweep
+    ``variants[NAME]``. ``std`` is the sample standard deviation over seeds (0 with one seed).
     """
     runs = []
-    for log_path in sorted(Path(out).glob("*/*/seed*/log.json")):
+    sources = [("", Path(out)), *((name, Path(p)) for name, p in (variants or {}).items())]
+    logs = [(name, log_path) for name, folder in sources
+            for log_path in sorted(folder.glob("*/*/seed*/log.json"))]
+    for variant, log_path in logs:
         log = read_json(log_path, what="run log")
         cfg = log["config"]
         runs.append({
-            "edit": cfg["edit"], "model": cfg["model"], "seed": cfg["seed"],
+            "edit": cfg["edit"], "seed": cfg["seed"],
+            "model": cfg["model"] + (f"@{variant}" if variant else ""),
             "steps": cfg["steps"] if cfg["model"] != "identity" else 0,
             "batch_size": cfg["batch_size"], "test_mse": log["test_mse"],
             "best_val_mse": log["best_val_mse"], "best_step": log["best_step"],
@@ -89,7 +112,7 @@ def collect(out: Path | str) -> dict[str, Any]:
     agg: dict[str, dict[str, Any]] = {}
     for edit, models in sorted(table.items()):
         agg[edit] = {}
-        for model in sorted(models, key=lambda m: _MODEL_ORDER.index(m)):
+        for model in sorted(models, key=_row):
             rs = sorted(models[model], key=lambda r: r["seed"])
             vals = [r["test_mse"] for r in rs]
             agg[edit][model] = {
@@ -123,7 +146,7 @@ def equal_time(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
         out[edit] = {"seconds": budget, "models": {
             m: statistics.fmean(_reached(r, budget) for r in rs) for m, rs in sorted(
-                by_model.items(), key=lambda kv: _MODEL_ORDER.index(kv[0]))}}
+                by_model.items(), key=lambda kv: _row(kv[0]))}}
     return out
 
 
@@ -145,20 +168,20 @@ def markdown(results: dict[str, Any]) -> str:
         "| model | " + " | ".join(edits) + " |",
         "|---|" + "---|" * len(edits),
     ]
-    for model in _MODEL_ORDER:
+    rows = sorted({r["model"] for r in results["runs"]}, key=_row)
+    for model in rows:
         cells = []
         for edit in edits:
             c = table[edit].get(model)
             cells.append(f"{c['mean']:.5f} ± {c['std']:.5f} ({c['n']})" if c else "—")
         if any(c != "—" for c in cells):
-            lines.append(f"| {_MODEL_LABEL[model]} | " + " | ".join(cells) + " |")
+            lines.append(f"| {_label(model)} | " + " | ".join(cells) + " |")
     lines += ["", "Training budget per run (from the run logs):", ""]
     lines += ["| model | steps | batch | editor config | mean wall s / run | s / training step |",
               "|---" * 6 + "|"]
-    for model in _MODEL_ORDER:
-        runs = [r for r in results["runs"] if r["model"] == model]
-        if not runs:
-            continue
+    for row in rows:
+        runs = [r for r in results["runs"] if r["model"] == row]
+        model = row.partition("@")[0]
         ed = runs[0]["editor"]
         if model == "gmn":
             arch = f"GMN hidden {ed.get('gmn_hidden')}, {ed.get('gmn_layers')} layers"
@@ -168,6 +191,11 @@ def markdown(results: dict[str, Any]) -> str:
             arch = f"MLP {ed.get('mlp_depth')} x {ed.get('mlp_hidden')}"
         elif model == "np_nfn":
             arch = f"NP-NFN {ed.get('nfn_layers')} x {ed.get('nfn_channels')} channels"
+            if ed.get("nfn_fourier"):
+                arch += (f", {ed['nfn_fourier']} Fourier features "
+                         f"(scale {ed['nfn_fourier_scale']:g})")
+            if ed.get("nfn_io"):
+                arch += ", I/O encoding"
         else:
             arch = "-"
         if model != "identity":
@@ -178,19 +206,18 @@ def markdown(results: dict[str, Any]) -> str:
         per_step = [r["seconds_per_step"] for r in runs if r.get("seconds_per_step")]
         step_s = f"{statistics.fmean(per_step):.3f}" if per_step else "—"
         lines.append(
-            f"| {_MODEL_LABEL[model]} | {'/'.join(map(str, steps))} | "
+            f"| {_label(row)} | {'/'.join(map(str, steps))} | "
             f"{'/'.join(map(str, batch))} | {arch} | {wall:.0f} | {step_s} |"
         )
     same = results.get("equal_time") or {}
     if same:
         lines += ["", "At equal training time: the best validation MSE each model had reached "
                   "after the fastest model's training time (mean over seeds):", ""]
-        lines += ["| edit | seconds | " + " | ".join(_MODEL_LABEL[m] for m in _MODEL_ORDER
-                                                     if m != "identity") + " |",
-                  "|---|---|" + "---|" * (len(_MODEL_ORDER) - 1)]
+        trained = [m for m in rows if m != "identity"]
+        lines += ["| edit | seconds | " + " | ".join(_label(m) for m in trained) + " |",
+                  "|---|---|" + "---|" * len(trained)]
         for edit, row in same.items():
-            cells = [f"{row['models'][m]:.5f}" if m in row["models"] else "—"
-                     for m in _MODEL_ORDER if m != "identity"]
+            cells = [f"{row['models'][m]:.5f}" if m in row["models"] else "—" for m in trained]
             lines.append(f"| {edit} | {row['seconds']:.0f} | " + " | ".join(cells) + " |")
     lines += ["", "Reference (issue; 600 steps, batch 32):", ""]
     lines += ["| model | " + " | ".join(edits) + " |", "|---|" + "---|" * len(edits)]
@@ -230,21 +257,21 @@ def curves_figure(results: dict[str, Any]):
     for ax in axes.flat[len(edits) :]:
         ax.set_visible(False)
     for ax, edit in zip(axes.flat, edits, strict=False):
-        for model in _MODEL_ORDER:
+        for model in sorted({r["model"] for r in results["runs"]}, key=_row):
             runs = [r for r in results["runs"] if r["edit"] == edit and r["model"] == model]
             if not runs:
                 continue
             logs = [read_json(Path(r["path"]) / "log.json", what="run log") for r in runs]
             if model == "identity":
                 ax.axhline(statistics.fmean(lg["val_mse"][0] for lg in logs), color="grey",
-                           ls="--", lw=1, label=_MODEL_LABEL[model])
+                           ls="--", lw=1, label=_label(model))
                 continue
             steps = logs[0]["val_steps"]
             curves = [lg["val_mse"] for lg in logs if lg["val_steps"] == steps]
             mean = [statistics.fmean(c[i] for c in curves) for i in range(len(steps))]
             lo = [min(c[i] for c in curves) for i in range(len(steps))]
             hi = [max(c[i] for c in curves) for i in range(len(steps))]
-            label = f"{_MODEL_LABEL[model]} ({len(curves)})"
+            label = f"{_label(model)} ({len(curves)})"
             (line,) = ax.plot(steps, mean, "o-", ms=2, label=label)
             ax.fill_between(steps, lo, hi, color=line.get_color(), alpha=0.2)
         ref = results.get("reference", {}).get("NFN-NP", {}).get(edit)
@@ -255,18 +282,30 @@ def curves_figure(results: dict[str, Any]):
     return fig
 
 
-def _required(value: str) -> str | None:
-    return None if value else "is required"
+def _runs(values: list[str]) -> str | None:
+    """What is wrong with ``--runs`` (a folder, then NAME=FOLDER entries), or None."""
+    if not values:
+        return "is required"
+    if "=" in values[0]:
+        return f"starts with the main sweep's folder, not NAME=FOLDER ({values[0]!r})"
+    names = [v.partition("=")[0] for v in values[1:]]
+    bad = [v for v in values[1:] if not re.fullmatch(r"[\w.-]+=.+", v)]
+    if bad:
+        return f"entries after the first must be NAME=FOLDER ({bad[0]!r} is not)"
+    if len(set(names)) < len(names):
+        return f"names must be unique ({names})"
+    return None
 
 
 @dataclass
 class ResultsConfig:
     """Options of ``python -m editing.results``."""
 
-    runs: str = option("", "the --out folder of python -m editing.train (required)",
-                       check=_required)
+    runs: list[str] = option([], "the --out folder of python -m editing.train (required), "
+                             "then NAME=FOLDER for other sweeps whose runs become rows "
+                             "'model [NAME]'", check=_runs)
     out: str = option("", "where to write results.json, results.md and curves.png "
-                      "(default: --runs)")
+                      "(default: --runs; required with several)")
     overwrite: bool = option(False, "write the table into an --out (other than --runs) that "
                              "holds other files (those stay)")
 
@@ -278,14 +317,19 @@ def write_results(cfg: ResultsConfig) -> dict[str, Any]:
         UserError: ``--runs`` is missing or holds no finished run (nothing is written), or
             ``--out`` holds files and ``--overwrite`` was not given.
     """
-    runs = Path(cfg.runs)
-    if not runs.is_dir():
-        raise UserError(f"--runs {runs} is not a folder (the --out of python -m editing.train)")
-    results = collect(runs)
+    runs = Path(cfg.runs[0])
+    variants = dict(v.split("=", 1) for v in cfg.runs[1:])
+    for folder in [runs, *map(Path, variants.values())]:
+        if not folder.is_dir():
+            raise UserError(f"--runs {folder} is not a folder (the --out of python -m "
+                            "editing.train)")
+    if variants and not cfg.out:
+        raise UserError("--runs with several sweeps needs --out (where the table goes)")
+    results = collect(runs, variants)
     if not results["runs"]:
         raise UserError(f"--runs {runs} holds no finished run (<edit>/<model>/seed<s>/log.json); "
                         "nothing written")
-    out = Path(cfg.out or cfg.runs)
+    out = Path(cfg.out or runs)
     files = {**table_files(results), "curves.png": figure_bytes(curves_figure(results))}
     if out.resolve() != runs.resolve():
         prepare_output(out, overwrite=cfg.overwrite, writes=list(files), rerun=True)

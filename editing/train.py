@@ -403,6 +403,11 @@ class SweepConfig:
     mlp_depth: int = option(_E.mlp_depth, "MLP hidden layers", check=positive)
     nfn_channels: int = option(_E.nfn_channels, "NP-NFN hidden channels", check=positive)
     nfn_layers: int = option(_E.nfn_layers, "NP-NFN hidden layers", check=positive)
+    nfn_fourier: int = option(_E.nfn_fourier, "NP-NFN Gaussian Fourier features per value "
+                              "(0: the raw value)", check=nonnegative)
+    nfn_fourier_scale: float = option(_E.nfn_fourier_scale, "NP-NFN Fourier frequency scale",
+                                      check=positive)
+    nfn_io: bool = option(_E.nfn_io, "NP-NFN input / output neuron position encoding")
     output_scale: str = option(_E.output_scale, "per-tensor output scale u_t: "
                                "architecture-derived (preact) or the tensor's std over the "
                                "training INRs (std)", choices=OUTPUT_SCALES)
@@ -432,7 +437,9 @@ class SweepConfig:
             gmn_hidden=self.gmn_hidden, gmn_layers=self.gmn_layers, gmn_heads=self.gmn_heads,
             mlp_hidden=self.mlp_hidden,
             mlp_depth=self.mlp_depth, nfn_channels=self.nfn_channels,
-            nfn_layers=self.nfn_layers, gamma_init=self.gamma_init, gmn_skip=self.gmn_skip,
+            nfn_layers=self.nfn_layers, nfn_fourier=self.nfn_fourier,
+            nfn_fourier_scale=self.nfn_fourier_scale, nfn_io=self.nfn_io,
+            gamma_init=self.gamma_init, gmn_skip=self.gmn_skip,
             gamma_param=self.gamma_param, output_scale=self.output_scale,
         )
 

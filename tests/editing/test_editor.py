@@ -140,6 +140,36 @@ def test_np_nfn_editor_is_permutation_equivariant_and_mixes_rows_columns_layers(
     assert all(float(v[1:].max()) == 0 for v in change.values())  # other INRs untouched
 
 
+def test_np_nfn_published_form_reads_fourier_features_and_neuron_positions(tmp_path) -> None:
+    """The I/O encoding tells the two input coordinates apart; without it NP layers treat them
+    as interchangeable. The random Fourier frequencies are saved with the editor."""
+    params = _params(2)
+    swapped = dict(params, **{"layers.0.weight": params["layers.0.weight"].flip(-1)})
+    for io in (True, False):
+        editor = Editor(EditorConfig(model="np_nfn", nfn_channels=8, nfn_layers=1, nfn_io=io))
+        g = torch.Generator().manual_seed(0)
+        with torch.no_grad():  # a fresh head outputs zeros: give it weights
+            for p in editor.metanet.head.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+        assert editor.metanet.frequencies.shape == (128,)
+        with torch.no_grad():  # the metanet itself: the edit scales its output down a lot
+            plain, turned = editor.metanet(params), editor.metanet(swapped)
+        assert plain["layers.0.weight"].abs().max() > 1e-3
+        same = torch.allclose(turned["layers.0.weight"].flip(-1), plain["layers.0.weight"],
+                              rtol=1e-5, atol=1e-7)
+        assert same != io
+    editor.set_scale(params)
+    save_editor(editor, tmp_path / "nfn")
+    loaded = load_editor_file(tmp_path / "nfn")
+    assert torch.equal(loaded.metanet.frequencies, editor.metanet.frequencies)
+    for k, v in editor(params).items():
+        torch.testing.assert_close(loaded(params)[k], v)
+    raw = Editor(EditorConfig(model="np_nfn", nfn_channels=8, nfn_layers=1, nfn_fourier=0))
+    assert raw.metanet.body[0].w_self[0].in_features == 1 + 7
+    with pytest.raises(ValueError, match="nfn_fourier"):
+        EditorConfig(model="np_nfn", nfn_fourier=-1)
+
+
 def test_output_scales() -> None:
     """preact: u = 1/(w0 sqrt(fan_in)), 1/w0 for sine layers; 1/sqrt(fan_in), 1 for the last."""
     u = preact_scales((2, 32, 32, 1), 30.0)
@@ -166,11 +196,12 @@ def test_old_editor_files_load_with_their_behaviour(tmp_path) -> None:
     editor.set_scale(params)
     save_editor(editor, tmp_path / "old")
     info = json.loads((tmp_path / "old.json").read_text())
-    for key in ("output_scale", "gamma_param", "gmn_skip"):
+    for key in ("output_scale", "gamma_param", "gmn_skip", "nfn_fourier", "nfn_io"):
         del info["config"][key]
     (tmp_path / "old.json").write_text(json.dumps(info))
     loaded = load_editor_file(tmp_path / "old")
     assert loaded.config.output_scale == "std" and loaded.config.gamma_param == "linear"
+    assert loaded.config.nfn_fourier == 0 and not loaded.config.nfn_io  # NP-NFN before them
     for k, v in editor(params).items():
         torch.testing.assert_close(loaded(params)[k], v)
 

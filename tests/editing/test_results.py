@@ -69,7 +69,7 @@ def test_a_runs_typo_never_replaces_a_table(tmp_path, refused) -> None:
             "no finished run")
     refused(main, ["--runs", str(tmp_path / "empty")], "--runs")
     assert snapshot(out) == before and snapshot(tmp_path / "empty") == {}
-    refused(main, [], "--runs", "required")
+    refused(main, [], "--runs", "at least one")
 
 
 def test_another_out_folder_is_never_overwritten(tmp_path, refused) -> None:
@@ -88,3 +88,26 @@ def test_another_out_folder_is_never_overwritten(tmp_path, refused) -> None:
     (out / "README.md").unlink()
     main(["--runs", str(runs), "--out", str(out)])  # only its own table there: a re-run
     assert sorted(p.name for p in out.iterdir()) == ["curves.png", "results.json", "results.md"]
+
+
+def test_other_sweeps_join_the_table_as_variant_rows(tmp_path, refused) -> None:
+    main_sweep = _fake_sweep(tmp_path / "sweep")
+    oce = tmp_path / "oce"
+    run = oce / "dilate" / "gmn" / "seed0"
+    run.mkdir(parents=True)
+    log = {"config": {"edit": "dilate", "model": "gmn", "seed": 0, "steps": 3, "batch_size": 4},
+           "test_mse": 0.004, "best_val_mse": 0.004, "best_step": 3, "wall_seconds": 2.0,
+           "editor": {"gmn_hidden": 8, "gmn_layers": 1, "gmn_heads": 8},
+           "val_steps": [0, 3], "val_mse": [0.02, 0.004]}
+    (run / "log.json").write_text(json.dumps(log))
+    out = tmp_path / "table"
+    results = main(["--runs", str(main_sweep), f"oce8={oce}", "--out", str(out)])
+    assert list(results["table"]["dilate"]) == ["identity", "gmn", "gmn@oce8"]
+    assert results["table"]["dilate"]["gmn@oce8"]["mean"] == 0.004
+    text = (out / "results.md").read_text()
+    assert "| GMN editor [oce8] | 0.00400" in text and "8 output heads" in text
+    refused(main, ["--runs", str(main_sweep), f"oce8={oce}"], "--out")
+    refused(main, ["--runs", f"oce8={oce}", "--out", str(out)], "--runs", "main sweep")
+    refused(main, ["--runs", str(main_sweep), str(oce), "--out", str(out)], "NAME=FOLDER")
+    refused(main, ["--runs", str(main_sweep), f"x={tmp_path / 'nope'}", "--out", str(out)],
+            "nope", "not a folder")
