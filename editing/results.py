@@ -186,6 +186,8 @@ def markdown(results: dict[str, Any]) -> str:
         if model == "gmn":
             arch = f"GMN hidden {ed.get('gmn_hidden')}, {ed.get('gmn_layers')} layers"
             arch += ", affine skip" if ed.get("gmn_skip") else ""
+            arch += " (last layer)" if ed.get("gmn_skip") and ed.get(
+                "gmn_skip_layers") == "last" else ""
             arch += f", {ed['gmn_heads']} output heads" if ed.get("gmn_heads", 1) > 1 else ""
         elif model in ("mlp", "mlp_aug"):
             arch = f"MLP {ed.get('mlp_depth')} x {ed.get('mlp_hidden')}"

@@ -61,6 +61,7 @@ from editing.editor import (
     GAMMA_PARAMS,
     MODELS,
     OUTPUT_SCALES,
+    SKIP_LAYERS,
     Editor,
     EditorConfig,
     count_parameters,
@@ -399,6 +400,8 @@ class SweepConfig:
                             check=positive)
     gmn_skip: bool = option(_E.gmn_skip, "add a learned per-tensor affine term a_t * x_t + c_t "
                             "to the GMN output")
+    gmn_skip_layers: str = option(_E.gmn_skip_layers, "which tensors get the GMN's affine "
+                                  "skip: all, or the last layer's", choices=SKIP_LAYERS)
     mlp_hidden: int = option(_E.mlp_hidden, "MLP hidden width", check=positive)
     mlp_depth: int = option(_E.mlp_depth, "MLP hidden layers", check=positive)
     nfn_channels: int = option(_E.nfn_channels, "NP-NFN hidden channels", check=positive)
@@ -440,6 +443,7 @@ class SweepConfig:
             nfn_layers=self.nfn_layers, nfn_fourier=self.nfn_fourier,
             nfn_fourier_scale=self.nfn_fourier_scale, nfn_io=self.nfn_io,
             gamma_init=self.gamma_init, gmn_skip=self.gmn_skip,
+            gmn_skip_layers=self.gmn_skip_layers,
             gamma_param=self.gamma_param, output_scale=self.output_scale,
         )
 

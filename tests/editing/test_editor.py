@@ -170,6 +170,25 @@ def test_np_nfn_published_form_reads_fourier_features_and_neuron_positions(tmp_p
         EditorConfig(model="np_nfn", nfn_fourier=-1)
 
 
+def test_a_last_layer_skip_moves_only_the_output_layer() -> None:
+    params = _params(2)
+    editor = Editor(EditorConfig(gmn_hidden=8, gmn_layers=1, gmn_skip_layers="last"))
+    with torch.no_grad():
+        editor.metanet.skip.fill_(1.0)
+        editor.metanet.shift.fill_(0.5)
+    out = editor.metanet(params)  # the GMN's own head is zero: only the skip acts
+    last = list(params)[-2:]
+    for k, v in out.items():
+        if k in last:
+            torch.testing.assert_close(v, params[k] + 0.5)
+        else:
+            assert float(v.abs().max()) == 0.0, k
+    assert "skip_mask" not in editor.state_dict() and "metanet.skip_mask" not in \
+        editor.state_dict()
+    with pytest.raises(ValueError, match="gmn_skip_layers"):
+        EditorConfig(gmn_skip_layers="first")
+
+
 def test_output_scales() -> None:
     """preact: u = 1/(w0 sqrt(fan_in)), 1/w0 for sine layers; 1/sqrt(fan_in), 1 for the last."""
     u = preact_scales((2, 32, 32, 1), 30.0)
