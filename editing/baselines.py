@@ -181,10 +181,23 @@ class NPNFNMetanet(nn.Module):
         angle = x * torch.linspace(1.0, 1.5, 3, dtype=like.dtype, device=like.device) * math.pi
         return torch.cat([angle.sin(), angle.cos(), x], -1)
 
-    def forward(self, params: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        """Batched params (``[B, *shape]`` each) -> outputs of the same shapes."""
-        ws = [self._encode(params[f"layers.{i}.weight"][..., None]) for i in range(self.n_layers)]
-        bs = [self._encode(params[f"layers.{i}.bias"][..., None]) for i in range(self.n_layers)]
+    def forward(self, params: Mapping[str, Tensor],
+                scale: Tensor | None = None) -> dict[str, Tensor]:
+        """Batched params (``[B, *shape]`` each) -> outputs of the same shapes.
+
+        ``scale`` (one value per tensor, in order): the factors that undo the editor's input
+        normalisation. The Fourier features then read the raw values, as the published editor
+        does (a SIREN's hidden weights are ~0.01: at scale 3 their features are smooth; read
+        at unit scale they oscillate and the editor overfits).
+        """
+        def value(i: int, kind: str) -> Tensor:
+            x = params[f"layers.{i}.{kind}"][..., None]
+            if scale is not None and len(self.frequencies):
+                x = x * scale[2 * i + (kind == "bias")]
+            return self._encode(x)
+
+        ws = [value(i, "weight") for i in range(self.n_layers)]
+        bs = [value(i, "bias") for i in range(self.n_layers)]
         if self.io:
             last = self.n_layers - 1
             pos_w = [ws[i].new_zeros(ws[i].shape[-3:-1] + (self.IO_CHANNELS,))

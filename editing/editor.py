@@ -368,7 +368,9 @@ class Editor(nn.Module):
         # the metanetwork computes in its own dtype; the edit is applied in the input's
         own = self.scale.dtype
         normed = {k: (batched[k] / scale[i]).to(own) for i, k in enumerate(self.shapes)}
-        delta = {k: v.to(dtype) for k, v in self.metanet(normed).items()}
+        # NP-NFN's Fourier features read raw values (the published editor): give it the scales
+        raw = {"scale": self.scale} if isinstance(self.metanet, NPNFNMetanet) else {}
+        delta = {k: v.to(dtype) for k, v in self.metanet(normed, **raw).items()}
         gammas = self.gammas().to(scale)
         if self.config.output_scale == "preact":
             scale = self.out_scale.to(scale)

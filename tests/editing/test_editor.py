@@ -159,6 +159,14 @@ def test_np_nfn_published_form_reads_fourier_features_and_neuron_positions(tmp_p
                               rtol=1e-5, atol=1e-7)
         assert same != io
     editor.set_scale(params)
+    # the Fourier features read raw values: how the editor normalises its input is undone
+    s = torch.rand(6, generator=torch.Generator().manual_seed(1)) + 0.5
+    with torch.no_grad():
+        once = editor.metanet({k: v / s[i] for i, (k, v) in enumerate(params.items())}, s)
+        twice = editor.metanet({k: v / (2 * s[i]) for i, (k, v) in enumerate(params.items())},
+                               2 * s)
+    for k, v in once.items():
+        torch.testing.assert_close(twice[k], v)
     save_editor(editor, tmp_path / "nfn")
     loaded = load_editor_file(tmp_path / "nfn")
     assert torch.equal(loaded.metanet.frequencies, editor.metanet.frequencies)
