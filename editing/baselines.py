@@ -157,6 +157,7 @@ class NPNFNMetanet(nn.Module):
         self.shapes = dict(shapes)
         self.n_layers = len(self.shapes) // 2
         self.io = io
+        self.takes_scale = True  # the Fourier features read raw values (see forward)
         self.register_buffer("frequencies", torch.randn(fourier) * fourier_scale)
         c_in = (2 * fourier if fourier else 1) + (self.IO_CHANNELS if io else 0)
         dims = [c_in] + [channels] * layers

@@ -117,6 +117,9 @@ class EditorConfig:
             layer, lives) or ``"all"`` (editors saved before the option). On every tensor
             the skip traps dilate at 0.0062 (3 seeds); on the last layer only dilate reaches
             0.0052 and invert still <= 1.2e-4 on 3 of 3 seeds (docs/editing.md).
+        gmn_raw_values: give the GMN the raw parameter values as a second input channel
+            beside the normalised ones (its Fourier value features then also see each
+            tensor's own scale, as NP-NFN's do).
         gamma_param: ``"linear"`` learns gamma itself; ``"log"`` learns ``log gamma``.
         output_scale: ``"preact"`` (default) or ``"std"`` (``u_t = s_t``, the behaviour of
             editors saved before this option existed); see the module docstring.
@@ -138,6 +141,7 @@ class EditorConfig:
     gamma_init: float = 0.01
     gmn_skip: bool = True
     gmn_skip_layers: str = "last"
+    gmn_raw_values: bool = False
     gamma_param: str = "linear"
     output_scale: str = "preact"
 
@@ -191,7 +195,7 @@ class EditorConfig:
             raise PersistenceError(f"{where}: the editor config is not a JSON object")
         kinds = {"model": str, "w0": (int, float), "gamma_init": (int, float), "gmn_skip": bool,
                  "gamma_param": str, "output_scale": str, "widths": list, "nfn_io": bool,
-                 "gmn_skip_layers": str,
+                 "gmn_skip_layers": str, "gmn_raw_values": bool,
                  "nfn_fourier_scale": (int, float),
                  **dict.fromkeys(("gmn_hidden", "gmn_layers", "gmn_heads", "mlp_hidden",
                                   "mlp_depth", "nfn_channels", "nfn_layers", "nfn_fourier"),
@@ -228,16 +232,19 @@ class GMNMetanet(nn.Module):
         skip: add the per-tensor affine term ``a_t x_t + c_t`` (see ``EditorConfig.gmn_skip``).
         heads: output heads (OCE, see ``EditorConfig.gmn_heads``).
         skip_layers: ``"all"`` tensors get the skip, or the ``"last"`` layer's only.
+        raw_values: a second input channel with the raw parameter values (see
+            ``EditorConfig.gmn_raw_values``); :meth:`forward` then needs ``scale``.
     """
 
     def __init__(
         self, widths: tuple[int, ...], hidden: int = 32, layers: int = 3, skip: bool = False,
-        heads: int = 1, skip_layers: str = "all",
+        heads: int = 1, skip_layers: str = "all", raw_values: bool = False,
     ) -> None:
         super().__init__()
         self.pg = ParameterGraph.from_module(SIREN(widths))
-        self.gmn = GMN(in_channels=1, out_channels=1, hidden=hidden, layers=layers,
-                       output_heads=heads)
+        self.takes_scale = raw_values
+        self.gmn = GMN(in_channels=2 if raw_values else 1, out_channels=1, hidden=hidden,
+                       layers=layers, output_heads=heads)
         n = len(self.pg.param_names)
         # per-tensor linear term a_t x_t + c_t (see EditorConfig.gmn_skip); zero-initialised
         self.skip = nn.Parameter(torch.zeros(n)) if skip else None
@@ -245,9 +252,17 @@ class GMNMetanet(nn.Module):
         mask = torch.ones(n) if skip_layers == "all" else (torch.arange(n) >= n - 2).float()
         self.register_buffer("skip_mask", mask, persistent=False)
 
-    def forward(self, params: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        """Batched params (``[B, *shape]`` each) -> per-parameter GMN outputs, same shapes."""
-        out = self.gmn(self.pg, {k: params[k] for k in self.pg.param_names})
+    def forward(self, params: Mapping[str, Tensor],
+                scale: Tensor | None = None) -> dict[str, Tensor]:
+        """Batched normalised params (``[B, *shape]`` each) -> per-parameter GMN outputs, same
+        shapes. ``scale``: per tensor, the factor that undoes the normalisation (needed with
+        ``raw_values``)."""
+        inputs = [{k: params[k] for k in self.pg.param_names}]
+        if self.takes_scale:
+            if scale is None:
+                raise ValueError("a GMN metanet with raw_values needs the input scale")
+            inputs.append({k: v * scale[i] for i, (k, v) in enumerate(inputs[0].items())})
+        out = self.gmn(self.pg, *inputs)
         if self.skip is not None and self.shift is not None:
             out = {
                 k: v + self.skip_mask[i] * (self.skip[i] * params[k] + self.shift[i])
@@ -276,7 +291,7 @@ def preact_scales(widths: tuple[int, ...], w0: float) -> Tensor:
 def _build_metanet(config: EditorConfig) -> nn.Module:
     if config.model == "gmn":
         return GMNMetanet(config.widths, config.gmn_hidden, config.gmn_layers, config.gmn_skip,
-                          config.gmn_heads, config.gmn_skip_layers)
+                          config.gmn_heads, config.gmn_skip_layers, config.gmn_raw_values)
     if config.model in ("mlp", "mlp_aug"):
         return FlatMLPMetanet(param_shapes(config.widths), config.mlp_hidden, config.mlp_depth)
     if config.model == "np_nfn":
@@ -371,8 +386,8 @@ class Editor(nn.Module):
         # the metanetwork computes in its own dtype; the edit is applied in the input's
         own = self.scale.dtype
         normed = {k: (batched[k] / scale[i]).to(own) for i, k in enumerate(self.shapes)}
-        # NP-NFN's Fourier features read raw values (the published editor): give it the scales
-        raw = {"scale": self.scale} if isinstance(self.metanet, NPNFNMetanet) else {}
+        # NP-NFN's Fourier features read raw values (the published editor), and the GMN may
+        raw = {"scale": self.scale} if getattr(self.metanet, "takes_scale", False) else {}
         delta = {k: v.to(dtype) for k, v in self.metanet(normed, **raw).items()}
         gammas = self.gammas().to(scale)
         if self.config.output_scale == "preact":

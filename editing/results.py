@@ -189,6 +189,7 @@ def markdown(results: dict[str, Any]) -> str:
             arch += " (last layer)" if ed.get("gmn_skip") and ed.get(
                 "gmn_skip_layers") == "last" else ""
             arch += f", {ed['gmn_heads']} output heads" if ed.get("gmn_heads", 1) > 1 else ""
+            arch += ", raw values" if ed.get("gmn_raw_values") else ""
         elif model in ("mlp", "mlp_aug"):
             arch = f"MLP {ed.get('mlp_depth')} x {ed.get('mlp_hidden')}"
         elif model == "np_nfn":

@@ -402,6 +402,8 @@ class SweepConfig:
                             "to the GMN output")
     gmn_skip_layers: str = option(_E.gmn_skip_layers, "which tensors get the GMN's affine "
                                   "skip: all, or the last layer's", choices=SKIP_LAYERS)
+    gmn_raw_values: bool = option(_E.gmn_raw_values, "give the GMN the raw parameter values "
+                                  "as a second input channel")
     mlp_hidden: int = option(_E.mlp_hidden, "MLP hidden width", check=positive)
     mlp_depth: int = option(_E.mlp_depth, "MLP hidden layers", check=positive)
     nfn_channels: int = option(_E.nfn_channels, "NP-NFN hidden channels", check=positive)
@@ -443,7 +445,7 @@ class SweepConfig:
             nfn_layers=self.nfn_layers, nfn_fourier=self.nfn_fourier,
             nfn_fourier_scale=self.nfn_fourier_scale, nfn_io=self.nfn_io,
             gamma_init=self.gamma_init, gmn_skip=self.gmn_skip,
-            gmn_skip_layers=self.gmn_skip_layers,
+            gmn_skip_layers=self.gmn_skip_layers, gmn_raw_values=self.gmn_raw_values,
             gamma_param=self.gamma_param, output_scale=self.output_scale,
         )
 

@@ -98,16 +98,16 @@ def test_fresh_editor_is_identity_and_gamma_init(model: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("skip", "output_scale", "gamma_param"),
-    [(False, "preact", "linear"), (True, "preact", "log"), (False, "std", "linear"),
-     (True, "std", "linear")],
+    ("skip", "output_scale", "gamma_param", "raw"),
+    [(False, "preact", "linear", False), (True, "preact", "log", False),
+     (False, "std", "linear", False), (True, "std", "linear", True)],
 )
 def test_gmn_editor_is_permutation_equivariant(
-    float64, skip: bool, output_scale: str, gamma_param: str
+    float64, skip: bool, output_scale: str, gamma_param: str, raw: bool
 ) -> None:
     cfg = EditorConfig(
         gmn_hidden=16, gmn_layers=2, gmn_skip=skip, output_scale=output_scale,
-        gamma_param=gamma_param,
+        gamma_param=gamma_param, gmn_raw_values=raw,
     )
     editor = _randomize_heads(Editor(cfg)).double()
     params = _params(3)
@@ -196,6 +196,27 @@ def test_a_last_layer_skip_moves_only_the_output_layer() -> None:
         editor.state_dict()
     with pytest.raises(ValueError, match="gmn_skip_layers"):
         EditorConfig(gmn_skip_layers="first")
+
+
+def test_a_raw_values_gmn_sees_each_tensors_own_scale() -> None:
+    """Rescaling one tensor of every INR changes the normalised inputs not at all, so only a
+    GMN with the raw-values channel can tell."""
+    params = _params(2)
+    bigger = dict(params, **{"layers.1.weight": 3 * params["layers.1.weight"]})
+    for raw in (False, True):
+        editor = _randomize_heads(Editor(EditorConfig(gmn_hidden=8, gmn_layers=1,
+                                                      gmn_raw_values=raw)))
+        outs = []
+        for p in (params, bigger):
+            editor.set_scale(p)
+            with torch.no_grad():
+                normed = {k: v / editor.scale[i] for i, (k, v) in enumerate(p.items())}
+                outs.append(editor.metanet(normed, editor.scale) if raw else
+                            editor.metanet(normed))
+        gap = max(float((a - b).abs().max()) for a, b in zip(outs[0].values(), outs[1].values()))
+        assert (gap > 1e-4) if raw else (gap < 1e-5), (raw, gap)
+    with pytest.raises(ValueError, match="input scale"):
+        editor.metanet(params)
 
 
 def test_output_scales() -> None:
