@@ -120,6 +120,8 @@ class EditorConfig:
         gmn_raw_values: give the GMN the raw parameter values as a second input channel
             beside the normalised ones (its Fourier value features then also see each
             tensor's own scale, as NP-NFN's do).
+        gmn_value_freqs: Fourier frequencies ``pi 2^k``, ``k = -2 .. n - 3``, of the GMN's
+            value features (``graphs.GMN(value_freqs=n)``).
         gamma_param: ``"linear"`` learns gamma itself; ``"log"`` learns ``log gamma``.
         output_scale: ``"preact"`` (default) or ``"std"`` (``u_t = s_t``, the behaviour of
             editors saved before this option existed); see the module docstring.
@@ -142,6 +144,7 @@ class EditorConfig:
     gmn_skip: bool = True
     gmn_skip_layers: str = "last"
     gmn_raw_values: bool = False
+    gmn_value_freqs: int = 6
     gamma_param: str = "linear"
     output_scale: str = "preact"
 
@@ -163,7 +166,7 @@ class EditorConfig:
                              f"image INR), got {widths}")
         object.__setattr__(self, "widths", widths)
         for name in ("gmn_hidden", "gmn_layers", "gmn_heads", "mlp_hidden", "mlp_depth",
-                     "nfn_channels", "nfn_layers"):
+                     "nfn_channels", "nfn_layers", "gmn_value_freqs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.nfn_fourier < 0:
@@ -198,7 +201,8 @@ class EditorConfig:
                  "gmn_skip_layers": str, "gmn_raw_values": bool,
                  "nfn_fourier_scale": (int, float),
                  **dict.fromkeys(("gmn_hidden", "gmn_layers", "gmn_heads", "mlp_hidden",
-                                  "mlp_depth", "nfn_channels", "nfn_layers", "nfn_fourier"),
+                                  "mlp_depth", "nfn_channels", "nfn_layers", "nfn_fourier",
+                                  "gmn_value_freqs"),
                                  int)}
         kw = {k: require(d, k, kind, where) for k, kind in kinds.items() if k in d}
         if not all(type(w) is int for w in kw.get("widths", [])):
@@ -234,17 +238,19 @@ class GMNMetanet(nn.Module):
         skip_layers: ``"all"`` tensors get the skip, or the ``"last"`` layer's only.
         raw_values: a second input channel with the raw parameter values (see
             ``EditorConfig.gmn_raw_values``); :meth:`forward` then needs ``scale``.
+        value_freqs: Fourier frequencies of the GMN's value features (``graphs.GMN``).
     """
 
     def __init__(
         self, widths: tuple[int, ...], hidden: int = 32, layers: int = 3, skip: bool = False,
         heads: int = 1, skip_layers: str = "all", raw_values: bool = False,
+        value_freqs: int = 6,
     ) -> None:
         super().__init__()
         self.pg = ParameterGraph.from_module(SIREN(widths))
         self.takes_scale = raw_values
         self.gmn = GMN(in_channels=2 if raw_values else 1, out_channels=1, hidden=hidden,
-                       layers=layers, output_heads=heads)
+                       layers=layers, output_heads=heads, value_freqs=value_freqs)
         n = len(self.pg.param_names)
         # per-tensor linear term a_t x_t + c_t (see EditorConfig.gmn_skip); zero-initialised
         self.skip = nn.Parameter(torch.zeros(n)) if skip else None
@@ -291,7 +297,8 @@ def preact_scales(widths: tuple[int, ...], w0: float) -> Tensor:
 def _build_metanet(config: EditorConfig) -> nn.Module:
     if config.model == "gmn":
         return GMNMetanet(config.widths, config.gmn_hidden, config.gmn_layers, config.gmn_skip,
-                          config.gmn_heads, config.gmn_skip_layers, config.gmn_raw_values)
+                          config.gmn_heads, config.gmn_skip_layers, config.gmn_raw_values,
+                          config.gmn_value_freqs)
     if config.model in ("mlp", "mlp_aug"):
         return FlatMLPMetanet(param_shapes(config.widths), config.mlp_hidden, config.mlp_depth)
     if config.model == "np_nfn":

@@ -190,6 +190,8 @@ def markdown(results: dict[str, Any]) -> str:
                 "gmn_skip_layers") == "last" else ""
             arch += f", {ed['gmn_heads']} output heads" if ed.get("gmn_heads", 1) > 1 else ""
             arch += ", raw values" if ed.get("gmn_raw_values") else ""
+            freqs = ed.get("gmn_value_freqs", 6)
+            arch += f", {freqs} value frequencies" if freqs != 6 else ""
         elif model in ("mlp", "mlp_aug"):
             arch = f"MLP {ed.get('mlp_depth')} x {ed.get('mlp_hidden')}"
         elif model == "np_nfn":

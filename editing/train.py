@@ -404,6 +404,8 @@ class SweepConfig:
                                   "skip: all, or the last layer's", choices=SKIP_LAYERS)
     gmn_raw_values: bool = option(_E.gmn_raw_values, "give the GMN the raw parameter values "
                                   "as a second input channel")
+    gmn_value_freqs: int = option(_E.gmn_value_freqs, "Fourier frequencies pi 2^k (k from "
+                                  "-2) of the GMN's value features", check=positive)
     mlp_hidden: int = option(_E.mlp_hidden, "MLP hidden width", check=positive)
     mlp_depth: int = option(_E.mlp_depth, "MLP hidden layers", check=positive)
     nfn_channels: int = option(_E.nfn_channels, "NP-NFN hidden channels", check=positive)
@@ -446,6 +448,7 @@ class SweepConfig:
             nfn_fourier_scale=self.nfn_fourier_scale, nfn_io=self.nfn_io,
             gamma_init=self.gamma_init, gmn_skip=self.gmn_skip,
             gmn_skip_layers=self.gmn_skip_layers, gmn_raw_values=self.gmn_raw_values,
+            gmn_value_freqs=self.gmn_value_freqs,
             gamma_param=self.gamma_param, output_scale=self.output_scale,
         )
 

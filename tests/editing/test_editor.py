@@ -217,6 +217,10 @@ def test_a_raw_values_gmn_sees_each_tensors_own_scale() -> None:
         assert (gap > 1e-4) if raw else (gap < 1e-5), (raw, gap)
     with pytest.raises(ValueError, match="input scale"):
         editor.metanet(params)
+    wide = Editor(EditorConfig(gmn_hidden=8, gmn_layers=1, gmn_value_freqs=10)).metanet.gmn
+    assert wide.values.freqs.numel() == 10 and wide.edge_in.in_features == 2 * 16 + 21
+    with pytest.raises(ValueError, match="gmn_value_freqs"):
+        EditorConfig(gmn_value_freqs=0)
 
 
 def test_output_scales() -> None:
