@@ -185,7 +185,8 @@ def test_a_last_layer_skip_moves_only_the_output_layer() -> None:
     with torch.no_grad():
         editor.metanet.skip.fill_(1.0)
         editor.metanet.shift.fill_(0.5)
-    out = editor.metanet(params)  # the GMN's own head is zero: only the skip acts
+    with torch.no_grad():
+        out = editor.metanet(params)  # the GMN's own head is zero: only the skip acts
     last = list(params)[-2:]
     for k, v in out.items():
         if k in last:
