@@ -174,8 +174,8 @@ class NPNFNMetanet(nn.Module):
         angle = 2 * math.pi * x * self.frequencies.to(x.dtype)
         return torch.cat([angle.sin(), angle.cos()], -1)
 
-    @classmethod
-    def _positions(cls, n: int, like: Tensor) -> Tensor:
+    @staticmethod
+    def _positions(n: int, like: Tensor) -> Tensor:
         """``[n, 7]``: neuron ``i`` of ``n`` at ``x = -1 + 2 i / (n - 1)``, as ``sin`` /
         ``cos`` of ``x pi`` times 1, 1.25, 1.5 and ``x``."""
         x = torch.linspace(-1.0, 1.0, n, dtype=like.dtype, device=like.device)[:, None]

@@ -15,7 +15,7 @@ original render, target, edited render per edit) and a JSON of the numbers under
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,9 +51,11 @@ DEFAULT_TABLE = Path(__file__).resolve().parents[1] / "docs/results/editing/resu
 
 @torch.no_grad()
 def edit_and_score(
-    params: Params, images: Tensor, edits: Sequence[str], batch: int = 100
+    params: Params, images: Tensor, edits: Sequence[str], batch: int = 100,
+    editors: Mapping[str, Callable[[Params], Params]] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Apply the shipped editor of every edit in ``edits`` to ``params`` (``[n, ...]``).
+    """Apply the editor of every edit in ``edits`` to ``params`` (``[n, ...]``): the shipped
+    one, or ``editors[edit]`` when given.
 
     Returns:
         per edit: ``no_edit_mse`` and ``editor_mse`` (means over the ``n`` INRs), and the
@@ -63,7 +65,7 @@ def edit_and_score(
     original = render(params, size)
     out: dict[str, dict[str, Any]] = {}
     for name in edits:
-        editor = load_editor(name)
+        editor = editors[name] if editors is not None else load_editor(name)
         target = EDITS[name](images)
         edited = torch.cat([
             render(editor(P.member(params, slice(s, s + batch))), size)

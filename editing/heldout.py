@@ -18,25 +18,25 @@ other files is refused unless ``--overwrite``).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
 
 from common import cli
 from common.cli import nonnegative, option, positive
 from common.errors import ConfigError, UserError
 from common.persistence import json_bytes, prepare_output, write_checkpoint
 from editing.data import digits_images
+from editing.demo import edit_and_score
 from editing.edits import EDITS
-from editing.inr import Params, fit_inrs, psnr, render
+from editing.inr import fit_inrs, psnr, render
 from editing.shipped import available_editors, load_editor
 
-__all__ = ["HeldoutConfig", "heldout", "main", "moved_digits", "transfer_ratios"]
+__all__ = ["HeldoutConfig", "heldout", "main", "moved_digits"]
 
 
 def moved_digits(n: int = 6, seed: int = 0, size: int = 28) -> np.ndarray:
@@ -58,28 +58,6 @@ def moved_digits(n: int = 6, seed: int = 0, size: int = 28) -> np.ndarray:
         turned = ndimage.rotate(image, rng.uniform(-15, 15), reshape=False, order=1)
         moved.append(np.clip(ndimage.shift(turned, rng.integers(-2, 3, size=2), order=1), 0, 1))
     return np.stack(moved)
-
-
-@torch.no_grad()
-def transfer_ratios(
-    params: Params, images: Tensor, editors: Mapping[str, Callable[[Params], Params]]
-) -> dict[str, dict[str, float]]:
-    """Per edit: ``no_edit_mse``, ``editor_mse`` and their ``ratio`` against ``EDITS[edit]``.
-
-    Args:
-        params: batched SIREN params fitted to ``images`` (``[n, H, W]``).
-        editors: ``{edit name: editor}``, e.g. :func:`editing.load_editor` of each.
-    """
-    size = tuple(images.shape[1:])
-    before = render(params, size)
-    out = {}
-    for name, editor in editors.items():
-        target = EDITS[name](images)
-        after = render(editor(params), size)
-        no_edit = float((before - target).pow(2).mean())
-        edited = float((after - target).pow(2).mean())
-        out[name] = {"no_edit_mse": no_edit, "editor_mse": edited, "ratio": edited / no_edit}
-    return out
 
 
 @dataclass
@@ -142,11 +120,12 @@ def heldout(cfg: HeldoutConfig) -> dict[str, Any]:
     fit_psnr = psnr(render(params, tuple(images.shape[1:])), images)
     table: dict[str, dict[str, Any]] = {}
     for model, per_seed in plan.items():
-        scores = [transfer_ratios(params, images, {e: load_editor(f) for e, f in folders.items()})
+        scores = [edit_and_score(params, images, edits,
+                                 editors={e: load_editor(f) for e, f in folders.items()})
                   for folders in per_seed]
         table[model] = {}
         for e in edits:
-            ratios = np.array([s[e]["ratio"] for s in scores])
+            ratios = np.array([s[e]["editor_mse"] / s[e]["no_edit_mse"] for s in scores])
             table[model][e] = {
                 "ratio_mean": float(ratios.mean()),
                 "ratio_std": float(ratios.std(ddof=1)) if len(ratios) > 1 else 0.0,

@@ -261,8 +261,9 @@ def curves_figure(results: dict[str, Any]):
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
     for ax in axes.flat[len(edits) :]:
         ax.set_visible(False)
+    rows = sorted({r["model"] for r in results["runs"]}, key=_row)
     for ax, edit in zip(axes.flat, edits, strict=False):
-        for model in sorted({r["model"] for r in results["runs"]}, key=_row):
+        for model in rows:
             runs = [r for r in results["runs"] if r["edit"] == edit and r["model"] == model]
             if not runs:
                 continue
