@@ -186,6 +186,13 @@ class EditorConfig:
         d["widths"] = list(self.widths)
         return d
 
+    def model_fields(self) -> dict[str, Any]:
+        """:meth:`to_dict` without the options of other models (``gmn_*`` for an NP-NFN...):
+        two configs that differ only outside it build the same editor."""
+        own = {"gmn": "gmn_", "np_nfn": "nfn_", "mlp": "mlp_", "mlp_aug": "mlp_"}.get(self.model)
+        return {k: v for k, v in self.to_dict().items()
+                if not k.startswith(("gmn_", "nfn_", "mlp_")) or (own and k.startswith(own))}
+
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], where: str = "editor config") -> EditorConfig:
         """The config stored in a file (``to_dict``'s output; unknown keys are ignored).

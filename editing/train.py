@@ -502,7 +502,9 @@ def _settings_changed(folder: Path, config: TrainConfig, editor_config: EditorCo
     editor = EditorConfig.from_dict(saved.get("editor", {}), str(folder / "config.json"))
     changed = [k for k, v in want["train"].items()
                if k not in _RUNTIME_FIELDS and train.get(k, "?") != v]
-    changed += [k for k, v in want["editor"].items() if editor.to_dict()[k] != v]
+    # another model's options (--gmn-* for an NP-NFN run) do not change what a run computes
+    wanted = _run_editor_config(config, editor_config).model_fields()
+    changed += [k for k, v in wanted.items() if editor.to_dict()[k] != v]
     return ["--" + k.replace("_", "-") for k in changed]
 
 

@@ -107,6 +107,18 @@ def test_cli_sweep_writes_table_and_skips_finished(tmp_path, capsys) -> None:
     assert "skip" in capsys.readouterr().out
 
 
+def test_sweep_ignores_other_models_options_but_not_its_own(tmp_path, capsys, refused) -> None:
+    argv = ["--edit", "dilate", "--models", "mlp", "--steps", "2", "--batch-size", "4",
+            "--mlp-hidden", "16", "--train-limit", "8", "--val-limit", "4", "--test-limit", "4",
+            "--out", str(tmp_path), "--quiet"]
+    main(argv)
+    before = snapshot(tmp_path)
+    main([*argv, "--gmn-skip-layers", "all", "--nfn-channels", "7"])  # not the MLP's options
+    assert "skip" in capsys.readouterr().out and snapshot(tmp_path) == before
+    refused(main, [*argv, "--mlp-depth", "2"], "--mlp-depth", "--overwrite")
+    assert snapshot(tmp_path) == before
+
+
 def test_train_config_rejects_unknown_edit() -> None:
     with pytest.raises(ValueError, match="unknown edit"):
         TrainConfig(edit="recolor")
