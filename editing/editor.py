@@ -122,6 +122,9 @@ class EditorConfig:
             tensor's own scale, as NP-NFN's do).
         gmn_value_freqs: Fourier frequencies ``pi 2^k``, ``k = -2 .. n - 3``, of the GMN's
             value features (``graphs.GMN(value_freqs=n)``).
+        gmn_context: every GMN block also reads the mean node / edge state of the graph and
+            of each parameter tensor (``graphs.GMN(context=True)``): NP-NFN's whole-tensor
+            terms (default off; files saved before the option: off).
         gamma_param: ``"linear"`` learns gamma itself; ``"log"`` learns ``log gamma``.
         output_scale: ``"preact"`` (default) or ``"std"`` (``u_t = s_t``, the behaviour of
             editors saved before this option existed); see the module docstring.
@@ -145,6 +148,7 @@ class EditorConfig:
     gmn_skip_layers: str = "last"
     gmn_raw_values: bool = False
     gmn_value_freqs: int = 6
+    gmn_context: bool = False
     gamma_param: str = "linear"
     output_scale: str = "preact"
 
@@ -205,7 +209,7 @@ class EditorConfig:
             raise PersistenceError(f"{where}: the editor config is not a JSON object")
         kinds = {"model": str, "w0": (int, float), "gamma_init": (int, float), "gmn_skip": bool,
                  "gamma_param": str, "output_scale": str, "widths": list, "nfn_io": bool,
-                 "gmn_skip_layers": str, "gmn_raw_values": bool,
+                 "gmn_skip_layers": str, "gmn_raw_values": bool, "gmn_context": bool,
                  "nfn_fourier_scale": (int, float),
                  **dict.fromkeys(("gmn_hidden", "gmn_layers", "gmn_heads", "mlp_hidden",
                                   "mlp_depth", "nfn_channels", "nfn_layers", "nfn_fourier",
@@ -246,18 +250,20 @@ class GMNMetanet(nn.Module):
         raw_values: a second input channel with the raw parameter values (see
             ``EditorConfig.gmn_raw_values``); :meth:`forward` then needs ``scale``.
         value_freqs: Fourier frequencies of the GMN's value features (``graphs.GMN``).
+        context: graph and per-tensor means in every block (``graphs.GMN(context=True)``).
     """
 
     def __init__(
         self, widths: tuple[int, ...], hidden: int = 32, layers: int = 3, skip: bool = False,
         heads: int = 1, skip_layers: str = "all", raw_values: bool = False,
-        value_freqs: int = 6,
+        value_freqs: int = 6, context: bool = False,
     ) -> None:
         super().__init__()
         self.pg = ParameterGraph.from_module(SIREN(widths))
         self.takes_scale = raw_values
         self.gmn = GMN(in_channels=2 if raw_values else 1, out_channels=1, hidden=hidden,
-                       layers=layers, output_heads=heads, value_freqs=value_freqs)
+                       layers=layers, output_heads=heads, value_freqs=value_freqs,
+                       context=context)
         n = len(self.pg.param_names)
         # per-tensor linear term a_t x_t + c_t (see EditorConfig.gmn_skip); zero-initialised
         self.skip = nn.Parameter(torch.zeros(n)) if skip else None
@@ -305,7 +311,7 @@ def _build_metanet(config: EditorConfig) -> nn.Module:
     if config.model == "gmn":
         return GMNMetanet(config.widths, config.gmn_hidden, config.gmn_layers, config.gmn_skip,
                           config.gmn_heads, config.gmn_skip_layers, config.gmn_raw_values,
-                          config.gmn_value_freqs)
+                          config.gmn_value_freqs, config.gmn_context)
     if config.model in ("mlp", "mlp_aug"):
         return FlatMLPMetanet(param_shapes(config.widths), config.mlp_hidden, config.mlp_depth)
     if config.model == "np_nfn":

@@ -192,6 +192,7 @@ def markdown(results: dict[str, Any]) -> str:
             arch += ", raw values" if ed.get("gmn_raw_values") else ""
             freqs = ed.get("gmn_value_freqs", 6)
             arch += f", {freqs} value frequencies" if freqs != 6 else ""
+            arch += ", context" if ed.get("gmn_context") else ""
         elif model in ("mlp", "mlp_aug"):
             arch = f"MLP {ed.get('mlp_depth')} x {ed.get('mlp_hidden')}"
         elif model == "np_nfn":

@@ -406,6 +406,8 @@ class SweepConfig:
                                   "as a second input channel")
     gmn_value_freqs: int = option(_E.gmn_value_freqs, "Fourier frequencies pi 2^k (k from "
                                   "-2) of the GMN's value features", check=positive)
+    gmn_context: bool = option(_E.gmn_context, "every GMN block also reads graph and "
+                               "per-tensor means of its states (NP-NFN's whole-tensor terms)")
     mlp_hidden: int = option(_E.mlp_hidden, "MLP hidden width", check=positive)
     mlp_depth: int = option(_E.mlp_depth, "MLP hidden layers", check=positive)
     nfn_channels: int = option(_E.nfn_channels, "NP-NFN hidden channels", check=positive)
@@ -448,7 +450,7 @@ class SweepConfig:
             nfn_fourier_scale=self.nfn_fourier_scale, nfn_io=self.nfn_io,
             gamma_init=self.gamma_init, gmn_skip=self.gmn_skip,
             gmn_skip_layers=self.gmn_skip_layers, gmn_raw_values=self.gmn_raw_values,
-            gmn_value_freqs=self.gmn_value_freqs,
+            gmn_value_freqs=self.gmn_value_freqs, gmn_context=self.gmn_context,
             gamma_param=self.gamma_param, output_scale=self.output_scale,
         )
 

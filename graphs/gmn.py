@@ -77,9 +77,15 @@ class GMNLayer(MessagePassing):
     where a bar is a LayerNorm (the edge update reads the updated nodes) and every
     :math:`\phi` a two-layer MLP. Aggregation is permutation-invariant, so the block is
     equivariant to relabelling nodes.
+
+    With ``context=True`` the node update also reads the mean node state of its graph, and
+    the edge update the mean edge state of its parameter tensor (edges of one graph with the
+    same type and layer, NP-NFN's whole-tensor term) and of its graph: each a linear term
+    added to the first layer of :math:`\phi_x` / :math:`\phi_e`. Means over sets that a
+    permutation maps onto themselves, so the block stays equivariant.
     """
 
-    def __init__(self, hidden: int, aggr: str = "mean"):
+    def __init__(self, hidden: int, aggr: str = "mean", context: bool = False):
         super().__init__(aggr=aggr)
         self.norm_x = nn.LayerNorm(hidden)
         self.norm_e = nn.LayerNorm(hidden)
@@ -88,9 +94,15 @@ class GMNLayer(MessagePassing):
         self.msg_fwd = mlp(2 * hidden, hidden, hidden)
         self.msg_bwd = mlp(2 * hidden, hidden, hidden)
         self.node_mlp = mlp(3 * hidden, hidden, hidden)
+        self.ctx_node = nn.Linear(hidden, hidden, bias=False) if context else None
+        self.ctx_edge = nn.Linear(2 * hidden, hidden, bias=False) if context else None
         self._forward_direction = True  # which message MLP the next propagate uses
 
-    def forward(self, x: Tensor, edge_index: Tensor, e: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, edge_index: Tensor, e: Tensor,
+                groups: ContextGroups | None = None) -> tuple[Tensor, Tensor]:
+        """One block; ``groups`` (:func:`context_groups`) is needed with ``context=True``."""
+        if self.ctx_node is not None and groups is None:
+            raise ValueError("a GMN block with context needs the context groups")
         xn, en = self.norm_x(x), self.norm_e(e)
         n = x.shape[0]
         # The first layer of an MLP over [node_i, edge_ij] is W_x x_i + W_e e_ij: the node
@@ -102,7 +114,10 @@ class GMNLayer(MessagePassing):
         self._forward_direction = False
         px, pe = _split_first_layer(self.msg_bwd, xn, en)
         bwd = self.propagate(edge_index.flip(0), x=px, e=pe, size=(n, n))
-        x = x + self.node_mlp(torch.cat([xn, fwd, bwd], dim=-1))
+        pre_x = self.node_mlp[0](torch.cat([xn, fwd, bwd], dim=-1))
+        if self.ctx_node is not None:
+            pre_x = pre_x + self.ctx_node(groups.mean_nodes(xn))
+        x = x + self.node_mlp[1:](pre_x)
         # edges read the updated nodes: information crosses a node and comes back in one block
         xn = self.norm_x2(x)
         src, dst = edge_index
@@ -112,12 +127,50 @@ class GMNLayer(MessagePassing):
         nodes_src = F.linear(xn, w[:, h: 2 * h])
         nodes_dst = F.linear(xn, w[:, 2 * h:])
         pre = F.linear(en, w[:, :h], first.bias) + nodes_src[src] + nodes_dst[dst]
+        if self.ctx_edge is not None:
+            pre = pre + self.ctx_edge(torch.cat(groups.mean_edges(en), dim=-1))
         e = e + rest(pre)
         return x, e
 
     def message(self, x_j: Tensor, e: Tensor) -> Tensor:
         mlp = self.msg_fwd if self._forward_direction else self.msg_bwd
         return mlp[1:](x_j + e)
+
+
+class ContextGroups(NamedTuple):
+    """Which graph each node / edge belongs to and which tensor group each edge, as dense ids
+    (see :func:`context_groups`)."""
+
+    node_graph: Tensor  # [N]
+    edge_graph: Tensor  # [E]
+    edge_group: Tensor  # [E] one id per (graph, edge type, edge layer)
+    graphs: int
+    groups: int
+
+    def mean_nodes(self, x: Tensor) -> Tensor:
+        """``[N, h]`` -> each node's graph mean, ``[N, h]``."""
+        return scatter(x, self.node_graph, 0, dim_size=self.graphs, reduce="mean")[self.node_graph]
+
+    def mean_edges(self, e: Tensor) -> tuple[Tensor, Tensor]:
+        """``[E, h]`` -> each edge's tensor-group mean and graph mean, ``[E, h]`` each."""
+        group = scatter(e, self.edge_group, 0, dim_size=self.groups, reduce="mean")
+        graph = scatter(e, self.edge_graph, 0, dim_size=self.graphs, reduce="mean")
+        return group[self.edge_group], graph[self.edge_graph]
+
+
+def context_groups(data: Data) -> ContextGroups:
+    """The :class:`ContextGroups` of a (batched) encoded graph: edges are grouped by graph,
+    edge type and layer (for a parameter, its tensor; fixed edges form groups of their own)."""
+    n = data.node_feat.shape[0]
+    batch = getattr(data, "batch", None)
+    if batch is None:
+        batch = torch.zeros(n, dtype=torch.long, device=data.node_feat.device)
+    edge_graph = batch[data.edge_index[0]]
+    ef = data.edge_feat.long()
+    key = (edge_graph * NUM_EDGE_TYPES + ef[:, 0]) * (int(ef[:, 1].max()) + 1 if len(ef) else 1)
+    _, group = torch.unique(key + ef[:, 1], return_inverse=True)
+    graphs = int(batch.max()) + 1 if batch.numel() else 1
+    return ContextGroups(batch, edge_graph, group, graphs, int(group.max()) + 1 if len(ef) else 0)
 
 
 def _split_first_layer(mlp: nn.Sequential, nodes: Tensor, edges: Tensor) -> tuple[Tensor, Tensor]:
@@ -142,6 +195,7 @@ class GMNConfig:
     feature_dim: int = 16
     aggr: str = "mean"
     output_heads: int = 1
+    context: bool = False
 
 
 class GMN(nn.Module):
@@ -159,6 +213,8 @@ class GMN(nn.Module):
             are widened k-fold (``Linear(hidden, k * hidden)`` + SiLU) and read by ``k``
             parallel linear heads, one per ``hidden``-wide slice, whose outputs are averaged
             (default 1: one linear head on the edge states).
+        context: every block also reads graph and per-tensor means of the node / edge
+            states (see :class:`GMNLayer`; default off).
 
     The output heads are zero-initialised: a fresh GMN outputs zeros ("no change").
     Calling ``gmn(pg, *feature_dicts)`` returns a dict shaped like the parameters;
@@ -177,7 +233,7 @@ class GMN(nn.Module):
         self.node_in = nn.Linear(2 * f, h)
         self.edge_type = nn.Embedding(NUM_EDGE_TYPES, h)
         self.edge_in = nn.Linear(2 * f + in_channels * self.values.out_mult, h)
-        self.blocks = nn.ModuleList(GMNLayer(h, c.aggr) for _ in range(c.layers))
+        self.blocks = nn.ModuleList(GMNLayer(h, c.aggr, c.context) for _ in range(c.layers))
         self.norm_out = nn.LayerNorm(h)
         if c.output_heads < 1:
             raise ValueError(f"output_heads must be >= 1, got {c.output_heads}")
@@ -211,8 +267,9 @@ class GMN(nn.Module):
         x = self.node_type(nf[:, 0]) + self.node_act(nf[:, 3]) + self.node_in(node_struct.to(dtype))
         struct = torch.cat([sinusoidal(ef[:, 1], f), sinusoidal(ef[:, 2], f)], -1).to(dtype)
         e = self.edge_type(ef[:, 0]) + self.edge_in(torch.cat([struct, self.values(edge_attr)], -1))
+        groups = context_groups(data) if c.context else None
         for block in self.blocks:
-            x, e = block(x, data.edge_index, e)
+            x, e = block(x, data.edge_index, e, groups)
         x, e = self.norm_out(x), self.norm_out(e)
         batch = getattr(data, "batch", None)
         if batch is None:

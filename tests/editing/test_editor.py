@@ -98,16 +98,16 @@ def test_fresh_editor_is_identity_and_gamma_init(model: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("skip", "output_scale", "gamma_param", "raw"),
-    [(False, "preact", "linear", False), (True, "preact", "log", False),
-     (False, "std", "linear", False), (True, "std", "linear", True)],
+    ("skip", "output_scale", "gamma_param", "raw", "context"),
+    [(False, "preact", "linear", False, False), (True, "preact", "log", False, True),
+     (False, "std", "linear", False, False), (True, "std", "linear", True, False)],
 )
 def test_gmn_editor_is_permutation_equivariant(
-    float64, skip: bool, output_scale: str, gamma_param: str, raw: bool
+    float64, skip: bool, output_scale: str, gamma_param: str, raw: bool, context: bool
 ) -> None:
     cfg = EditorConfig(
         gmn_hidden=16, gmn_layers=2, gmn_skip=skip, output_scale=output_scale,
-        gamma_param=gamma_param, gmn_raw_values=raw,
+        gamma_param=gamma_param, gmn_raw_values=raw, gmn_context=context,
     )
     editor = _randomize_heads(Editor(cfg)).double()
     params = _params(3)

@@ -31,7 +31,7 @@ def max_diff(a: dict, b: dict) -> float:
     return max((a[k] - b[k]).abs().max().item() for k in a)
 
 
-def check_symmetry(model, moves, inputs, symmetric=True):
+def check_symmetry(model, moves, inputs, symmetric=True, **gmn_kw):
     """Move parameters along a node permutation; compare network and GMN outputs."""
     model = models.randomize_norms(model).double()
     pg = ParameterGraph.from_module(model)
@@ -41,7 +41,7 @@ def check_symmetry(model, moves, inputs, symmetric=True):
     p2 = permute_parameters(pg, params, sigma, strict=symmetric)
     g2 = permute_parameters(pg, grads, sigma, strict=symmetric)
     net_diff = (functional_call(model, p2, (inputs,)) - model(inputs)).abs().max().item()
-    gmn = random_gmn()
+    gmn = random_gmn(**gmn_kw)
     out = gmn(pg, params, grads)
     out_perm = gmn(pg, p2, g2)
     gmn_diff = max_diff(permute_parameters(pg, out, sigma, strict=symmetric), out_perm)
@@ -49,8 +49,8 @@ def check_symmetry(model, moves, inputs, symmetric=True):
     return net_diff, gmn_diff, emb_diff
 
 
-def assert_equivariant(model, moves, inputs):
-    net_diff, gmn_diff, emb_diff = check_symmetry(model, moves, inputs)
+def assert_equivariant(model, moves, inputs, **gmn_kw):
+    net_diff, gmn_diff, emb_diff = check_symmetry(model, moves, inputs, **gmn_kw)
     assert net_diff < 1e-9, "the permutation helper broke the network's function"
     assert gmn_diff < 1e-6 and emb_diff < 1e-6
 
@@ -194,6 +194,34 @@ def test_stacked_population_equals_separate_calls():
     back = pg.decode_stacked(pg.encode_stacked(stacked[0]).edge_attr, 3)
     for k in pg.param_names:  # encode_stacked / decode_stacked round trip exactly
         assert torch.equal(back[k], stacked[0][k])
+
+
+def test_context_blocks_stay_equivariant_and_keep_graphs_apart():
+    """Graph and per-tensor means: equivariant on real architectures, never mixing the
+    graphs of a batch, and they change the output."""
+    moves = {"0": torch.randperm(8), "2": torch.randperm(7)}
+    assert_equivariant(models.mlp((5, 8, 7, 3)), moves, torch.randn(4, 5), context=True)
+    moves = {"conv1": torch.tensor([1, 0, 3, 2]), "conv2": torch.tensor([2, 0, 1, 5, 3, 4])}
+    assert_equivariant(models.CNN(), moves, torch.randn(2, 2, 8, 8), context=True)
+    model = models.Transformer(dim=8, heads=2, depth=1)
+    moves = head_moves(ParameterGraph.from_module(model), "encoder.layers.0.self_attn",
+                       torch.tensor([1, 0]))
+    assert_equivariant(model, moves, torch.randint(0, 11, (2, 6)), context=True)
+    gmn = random_gmn(context=True)
+    nets = [models.mlp(), models.CNN().double(), models.Attention().double()]
+    graphs = [ParameterGraph.from_module(m) for m in nets]
+    feats = [features(m.double()) for m in nets]
+    for pg, f, out in zip(graphs, feats, gmn.forward_batch(graphs, feats)[0]):
+        assert max_diff(out, gmn(pg, *f)) < 1e-10
+    model = models.CNN().double()
+    pg = ParameterGraph.from_module(model)
+    members = [features(model, seed=s) for s in range(3)]
+    out = gmn(pg, *[stack([m[c] for m in members]) for c in range(2)])
+    for b, f in enumerate(members):
+        assert max_diff(member(out, b), gmn(pg, *f)) < 1e-10
+    plain = random_gmn()
+    plain.load_state_dict(gmn.state_dict(), strict=False)  # all but the context terms
+    assert max_diff(plain(pg, *members[0]), gmn(pg, *members[0])) > 1e-3
 
 
 def test_stacked_shapes_are_checked():
