@@ -4,9 +4,9 @@ Loads every shipped editor (:func:`editing.load_editor`), edits the digits-INR t
 weight space and prints, per edit, the test MSE against the image-space edit of the
 ground-truth images of: no edit, the shipped GMN editor, invert's exact weight-space solution
 (:func:`editing.invert_params`), and beside them the baselines' numbers from the training
-sweep table (``--table``, default ``docs/results/editing/results.json``: MLP and MLP +
-permutation augmentation, mean over seeds; the MLP editors are not shipped, so those columns
-are read, not recomputed) and the NFN-NP reference of the issue. Saves a figure (rows:
+sweep table (``--table``, default ``docs/results/editing/results.json``: MLP, MLP +
+permutation augmentation and the NP-NFN neural functional trained in the same sweep, mean
+over seeds; those editors are not shipped, so their columns are read, not recomputed). Saves a figure (rows:
 original render, target, edited render per edit) and a JSON of the numbers under ``--out``
 (``edits.png`` and ``demo.json``, written together). A re-run replaces its own two files; an
 ``--out`` that holds anything else is refused unless ``--overwrite``.
@@ -38,7 +38,6 @@ from editing.data import load_digits_inrs
 from editing.edits import EDITS
 from editing.exact_edits import invert_params
 from editing.inr import Params, render
-from editing.results import REFERENCE
 from editing.shipped import available_editors, load_editor
 from graphs import params as P
 
@@ -163,13 +162,12 @@ def demo(cfg: DemoConfig) -> dict[str, Any]:
     params, images = load_digits_inrs("test", cfg.limit or None, progress=False)
     scores = edit_and_score(params, images, edits)
     print(f"digits-INR test split, {images.shape[0]} INRs: pixel MSE against EDITS[edit](image)")
-    print("(MLP columns: mean over seeds from the sweep table, all 197 test INRs; NFN-NP: issue)")
-    head = ["no edit", "GMN", "exact", "MLP", "MLP+aug", "NFN-NP"]
+    print("(MLP and NP-NFN columns: mean over seeds from the sweep table, all 197 test INRs)")
+    head = ["no edit", "GMN", "exact", "MLP", "MLP+aug", "NP-NFN"]
     print(f"{'edit':10s}" + "".join(f"{h:>10s}" for h in head))
     for name, s in scores.items():
         row = [s["no_edit_mse"], s["editor_mse"], s["exact_mse"],
-               sweep.get(name, {}).get("mlp"), sweep.get(name, {}).get("mlp_aug"),
-               REFERENCE["NFN-NP"].get(name)]
+               *(sweep.get(name, {}).get(m) for m in ("mlp", "mlp_aug", "np_nfn"))]
         cells = (f"{v:10.5f}" if v is not None else f"{'-':>10s}" for v in row)
         print(f"{name:10s}" + "".join(cells))
     summary = {

@@ -58,7 +58,8 @@ def test_load_editor_errors(tmp_path) -> None:
 
 
 def test_demo_runs(tmp_path, capsys) -> None:
-    table = {"table": {"invert": {"mlp": {"mean": 0.123456}, "mlp_aug": {"mean": 0.0987654}}}}
+    table = {"table": {"invert": {"mlp": {"mean": 0.123456}, "mlp_aug": {"mean": 0.0987654},
+                                  "np_nfn": {"mean": 0.0456789}}}}
     (tmp_path / "sweep.json").write_text(json.dumps(table))
     argv = ["--edits", "invert", "--limit", "2", "--out", str(tmp_path / "demo"),
             "--table", str(tmp_path / "sweep.json")]
@@ -67,7 +68,7 @@ def test_demo_runs(tmp_path, capsys) -> None:
     mse = summary["mse"]["invert"]
     assert mse["editor_mse"] < mse["no_edit_mse"] and mse["exact_mse"] < 1e-6
     out = capsys.readouterr().out
-    assert "invert" in out and "0.12346" in out and "0.09877" in out and "NFN-NP" in out
+    assert "invert" in out and "0.12346" in out and "0.09877" in out and "0.04568" in out
     demo_main(argv)  # a re-run replaces its own files
     assert sorted(p.name for p in (tmp_path / "demo").iterdir()) == ["demo.json", "edits.png"]
 
