@@ -6,10 +6,11 @@ ground-truth images of: no edit, the shipped GMN editor, invert's exact weight-s
 (:func:`editing.invert_params`), and beside them the baselines' numbers from the training
 sweep table (``--table``, default ``docs/results/editing/results.json``: MLP, MLP +
 permutation augmentation and the NP-NFN neural functional trained in the same sweep, mean
-over seeds; those editors are not shipped, so their columns are read, not recomputed). Saves a figure (rows:
-original render, target, edited render per edit) and a JSON of the numbers under ``--out``
-(``edits.png`` and ``demo.json``, written together). A re-run replaces its own two files; an
-``--out`` that holds anything else is refused unless ``--overwrite``.
+over seeds; those editors are not shipped, so their columns are read, not recomputed).
+Saves a figure (rows: original render, target, edited render per edit) and a JSON of the
+numbers under ``--out`` (``edits.png`` and ``demo.json``, written together). A re-run
+replaces its own two files; an ``--out`` that holds anything else is refused unless
+``--overwrite``.
 """
 
 from __future__ import annotations
