@@ -224,8 +224,9 @@ def markdown(results: dict[str, Any]) -> str:
     same = results.get("equal_time") or {}
     if same:
         lines += ["", "At equal training time: the best validation MSE each model had reached "
-                  f"within the training time of {_label(EQUAL_TIME_MODEL)} (without its runs, the fastest "
-                  "model's; mean over seeds; a model done sooner gives its final best):", ""]
+                  f"within the training time of {_label(EQUAL_TIME_MODEL)} (without its runs, "
+                  "the fastest model's; mean over seeds; a model done sooner gives its final "
+                  "best):", ""]
         trained = [m for m in rows if m != "identity"]
         lines += ["| edit | seconds | " + " | ".join(_label(m) for m in trained) + " |",
                   "|---|---|" + "---|" * len(trained)]
