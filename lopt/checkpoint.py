@@ -165,7 +165,10 @@ def learned_optimizer_from_files(blobs: dict[str, bytes], folder: str | os.PathL
 
 def _net_field_ok(key: str, value) -> bool:
     """Net sizes are positive integers (a context size may be 0); ``read_channels`` a list
-    of channel indices or null; ``aggr`` a string."""
+    of channel indices or null; ``aggr`` a string; ``context`` (the GMN's global context
+    switch) a boolean."""
+    if key == "context":
+        return isinstance(value, bool)
     if key == "read_channels":
         return value is None or (isinstance(value, (list, tuple)) and all(
             isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value))

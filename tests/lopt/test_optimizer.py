@@ -101,6 +101,16 @@ def test_checkpoint_folder_round_trip(task, tmp_path):
     assert max_diff(dict(m1.named_parameters()), dict(m2.named_parameters())) == 0.0
 
 
+def test_a_non_boolean_gmn_context_switch_is_refused(task, tmp_path):
+    save_learned_optimizer(random_lopt(dtype=torch.float32), tmp_path)
+    config = tmp_path / "lopt.json"
+    text = config.read_text()
+    assert '"context": false' in text  # the GMN's switch is saved and read back
+    config.write_text(text.replace('"context": false', '"context": 1'))
+    with pytest.raises(CheckpointError, match="net.context"):
+        GMNOptimizer(task.make_model(0), checkpoint=tmp_path)
+
+
 def test_shape_mismatched_checkpoint_is_a_clear_error(task, tmp_path):
     save_learned_optimizer(random_lopt(hidden=8, dtype=torch.float32), tmp_path / "a")
     save_learned_optimizer(random_lopt(hidden=16, dtype=torch.float32), tmp_path / "b")
