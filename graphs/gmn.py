@@ -158,18 +158,23 @@ class ContextGroups(NamedTuple):
         return group[self.edge_group], graph[self.edge_graph]
 
 
+def _graph_of_nodes(data: Data) -> tuple[Tensor, int]:
+    """Each node's graph index (``data.batch``, zeros for one graph) and the graph count."""
+    batch = getattr(data, "batch", None)
+    if batch is None:
+        batch = torch.zeros(data.node_feat.shape[0], dtype=torch.long,
+                            device=data.node_feat.device)
+    return batch, int(batch.max()) + 1 if batch.numel() else 1
+
+
 def context_groups(data: Data) -> ContextGroups:
     """The :class:`ContextGroups` of a (batched) encoded graph: edges are grouped by graph,
     edge type and layer (for a parameter, its tensor; fixed edges form groups of their own)."""
-    n = data.node_feat.shape[0]
-    batch = getattr(data, "batch", None)
-    if batch is None:
-        batch = torch.zeros(n, dtype=torch.long, device=data.node_feat.device)
+    batch, graphs = _graph_of_nodes(data)
     edge_graph = batch[data.edge_index[0]]
     ef = data.edge_feat.long()
     key = (edge_graph * NUM_EDGE_TYPES + ef[:, 0]) * (int(ef[:, 1].max()) + 1 if len(ef) else 1)
     _, group = torch.unique(key + ef[:, 1], return_inverse=True)
-    graphs = int(batch.max()) + 1 if batch.numel() else 1
     return ContextGroups(batch, edge_graph, group, graphs, int(group.max()) + 1 if len(ef) else 0)
 
 
@@ -271,10 +276,7 @@ class GMN(nn.Module):
         for block in self.blocks:
             x, e = block(x, data.edge_index, e, groups)
         x, e = self.norm_out(x), self.norm_out(e)
-        batch = getattr(data, "batch", None)
-        if batch is None:
-            batch = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
-        size = int(batch.max()) + 1 if batch.numel() else 1
+        batch, size = _graph_of_nodes(data)
         pooled_x = scatter(x, batch, dim=0, dim_size=size, reduce="mean")
         pooled_e = scatter(e, batch[data.edge_index[0]], dim=0, dim_size=size, reduce="mean")
         graph = self.graph_out(torch.cat([pooled_x, pooled_e], dim=-1))
