@@ -23,7 +23,8 @@ lint: $(STAMP)
 test: $(STAMP) lint
 	$(PY) -m pytest
 
-# The main job: the shipped learned optimizer beside Adam, the shipped INR editors against
+# The main job: the shipped learned optimizers beside tuned Adam (the reference task and a
+# held-out CNN), the shipped INR editors against
 # the baselines (table + figure of edited digits), then the core's graph demo.
 demo: $(STAMP)
 	$(PY) -m lopt.demo --out runs/demo/lopt

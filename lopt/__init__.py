@@ -12,6 +12,7 @@ meta-training throughput.
 """
 
 from lopt.checkpoint import (
+    SHIPPED_WEIGHTS,
     CheckpointError,
     LearnedOptimizer,
     load_learned_optimizer,
@@ -26,6 +27,7 @@ __all__ = [
     "GMNOptimizer",
     "GroupError",
     "LearnedOptimizer",
+    "SHIPPED_WEIGHTS",
     "UpdateConfig",
     "init_scales",
     "init_state",

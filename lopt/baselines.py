@@ -1,8 +1,8 @@
 """Optimizers to compare and the inner-training loop the benchmark, demo and calibration share.
 
 ``make_optimizer(kind, model, lr)`` builds ``"adam"``, ``"adamw"``, ``"sgdm"`` (SGD, momentum
-0.9) or a learned optimizer (``"learned"``, with ``checkpoint``: ``None`` = shipped GMN
-weights, a ``meta_train`` folder — a GMN or per-parameter-MLP checkpoint alike — or a
+0.9) or a learned optimizer (``"learned"``, with ``checkpoint``: a shipped name (``None`` =
+the default), a ``meta_train`` folder — a GMN or per-parameter-MLP checkpoint alike — or a
 :class:`~lopt.checkpoint.LearnedOptimizer`). :func:`train_curve` trains one model with one
 optimizer and records test (or other held-out) losses, optionally validation losses beside
 them, and the optimizer-step time.

@@ -135,7 +135,8 @@ class BenchmarkConfig:
     adamw_wds: list[float] = cli.option([0.0], "also tune AdamW over --adam-grid x these weight "
                                         "decays (0 alone: no AdamW)", check=cli.nonnegative)
     learned: list[str] = cli.option(["gmn=shipped"], "learned optimizers as NAME=CHECKPOINT "
-                                    "(CHECKPOINT 'shipped' = the shipped weights, else a "
+                                    "(CHECKPOINT 'shipped' = the default shipped weights, "
+                                    "'generalist' / 'digits' = those shipped weights, else a "
                                     "meta_train --out folder)",
                                     check=_learned_entries)
     learned_grid: list[float] = cli.option([1.0], "also run each learned optimizer as "
@@ -471,7 +472,7 @@ def run(cfg: BenchmarkConfig) -> dict:
                 raise ConfigError(f"--tasks {name} holds out no validation examples; a suite "
                                   "tunes on them")
     learned = dict(item.split("=", 1) for item in cfg.learned)
-    loaded = {name: load_learned_optimizer(None if ckpt == "shipped" else ckpt)
+    loaded = {name: load_learned_optimizer(ckpt)
               for name, ckpt in learned.items()}
     entries = contenders(cfg, loaded)
     reuse = reusable_baselines(cfg, entries)

@@ -39,7 +39,12 @@ from common import cli
 from common.errors import ConfigError
 from common.persistence import prepare_output, write_figure, write_json
 from lopt.baselines import train_curve
-from lopt.checkpoint import LearnedOptimizer, load_learned_optimizer, save_learned_optimizer
+from lopt.checkpoint import (
+    LearnedOptimizer,
+    load_learned_optimizer,
+    save_learned_optimizer,
+    shipped_name,
+)
 from tasks import FAMILIES, TASKS, Task, TaskFamily, get_task_or_family
 from tasks.base import mix_seed
 
@@ -158,7 +163,7 @@ class CalibrateConfig:
     """Options of ``python -m lopt.calibrate`` (each field is a ``--flag``)."""
 
     checkpoint: str = cli.option("", "learned optimizer to calibrate: a meta_train --out "
-                                 "folder or 'shipped' (required)")
+                                 "folder, 'shipped' or a shipped name such as 'digits' (required)")
     out: str = cli.option("", "folder for the calibrated checkpoint (required; refused when it "
                           "holds files, unless --overwrite, and never the --checkpoint folder)")
     overwrite: bool = cli.option(False, "replace what calibration writes in a non-empty --out")
@@ -183,7 +188,7 @@ class CalibrateConfig:
         if self.steps < self.eval_every:
             raise ConfigError(f"--steps ({self.steps}) must be at least --eval-every "
                               f"({self.eval_every})")
-        if self.checkpoint != "shipped" and _same_folder(self.checkpoint, self.out):
+        if shipped_name(self.checkpoint) is None and _same_folder(self.checkpoint, self.out):
             raise ConfigError(f"--out {self.out} is the --checkpoint folder: calibration would "
                               "overwrite the meta-trained weights; choose another --out")
 
@@ -201,7 +206,7 @@ def run(cfg: CalibrateConfig) -> dict:
     """Calibrate as configured: checks the task, checkpoint and folder before any training."""
     torch.set_num_threads(cfg.threads)
     task = get_task_or_family(cfg.task)
-    lopt = load_learned_optimizer(None if cfg.checkpoint == "shipped" else cfg.checkpoint,
+    lopt = load_learned_optimizer(cfg.checkpoint,
                                   device=cfg.device)
     out = prepare_output(cfg.out, overwrite=cfg.overwrite, writes=OUTPUTS)
     t0 = time.time()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -46,12 +47,21 @@ __all__ = [
     "load_learned_optimizer",
     "save_learned_optimizer",
     "SHIPPED",
+    "SHIPPED_WEIGHTS",
+    "shipped_name",
 ]
 
 WEIGHTS_FILE = "lopt.safetensors"
 CONFIG_FILE = "lopt.json"
-SHIPPED = "default"
-"""Name of the shipped checkpoint inside the ``lopt.weights`` package."""
+SHIPPED_WEIGHTS = {
+    "generalist": "meta-trained with persistent ES on generalist_mix (MLPs, CNNs and tiny "
+                  "transformers on digits, MNIST-1D, synthetic data); the default",
+    "digits": "meta-trained with truncated backprop on digits MLPs only: fastest there, "
+              "behind tuned Adam on most held-out tasks",
+}
+"""The learned optimizers shipped in the ``lopt.weights`` package, by name."""
+SHIPPED = "generalist"
+"""The shipped weights ``GMNOptimizer(model)`` loads (also called ``"shipped"``)."""
 
 
 class CheckpointError(PersistenceError):
@@ -129,18 +139,38 @@ def save_learned_optimizer(lopt: LearnedOptimizer, folder: str | os.PathLike) ->
     return write_checkpoint(folder, checkpoint_files(lopt))
 
 
+def shipped_name(ref) -> str | None:
+    """The shipped weights ``ref`` means, or ``None`` when it is a path.
+
+    ``None`` and ``"shipped"`` mean the default (:data:`SHIPPED`); a ``str`` that is a key of
+    :data:`SHIPPED_WEIGHTS` always means those shipped weights, whatever the current folder
+    holds (a warning says so when a file or folder of that name exists there: give it as a
+    path, ``"./digits"``, to load it); anything else is a path.
+    """
+    if ref is None or (isinstance(ref, str) and ref == "shipped"):
+        return SHIPPED
+    if isinstance(ref, str) and ref in SHIPPED_WEIGHTS:
+        if Path(ref).exists():
+            warnings.warn(f"{ref!r} names the shipped {ref} weights, not ./{ref} (give "
+                          f"'./{ref}' to load that folder)", stacklevel=3)
+        return ref
+    return None
+
+
 def _read(folder) -> tuple[str, dict, dict[str, Tensor]]:
-    """``(where, config, tensors)`` of the shipped weights (``None``) or a folder."""
-    if folder is None:
-        config, tensors = read_shipped("lopt.weights", SHIPPED)
-        return "shipped weights lopt/weights/default", config, tensors
+    """``(where, config, tensors)`` of shipped weights (see :func:`shipped_name`) or a folder."""
+    name = shipped_name(folder)
+    if name is not None:
+        config, tensors = read_shipped("lopt.weights", name)
+        return f"shipped weights lopt/weights/{name}", config, tensors
     folder = Path(folder)
     if folder.is_file():  # accept the .safetensors or .json path itself
         folder = folder.parent
     if not has_checkpoint(folder, (CONFIG_FILE, WEIGHTS_FILE)):
         raise CheckpointError(
             f"{folder} is not a learned-optimizer checkpoint: expected {CONFIG_FILE} and "
-            f"{WEIGHTS_FILE} (written by python -m lopt.meta_train --out {folder})"
+            f"{WEIGHTS_FILE} (written by python -m lopt.meta_train --out {folder}); the shipped "
+            f"weights are named {', '.join(map(repr, SHIPPED_WEIGHTS))} or 'shipped'"
         )
     return (str(folder), *_parse_files(read_checkpoint(folder, (CONFIG_FILE, WEIGHTS_FILE)),
                                        folder))
@@ -201,7 +231,9 @@ def _parse_config(config: dict, where: str) -> tuple[str, dict, UpdateConfig]:
 def load_learned_optimizer(
     folder: str | os.PathLike | None = None, device: torch.device | str | None = None
 ) -> LearnedOptimizer:
-    """Load a checkpoint folder, or the shipped weights when ``folder`` is ``None``.
+    """Load a checkpoint folder, or shipped weights: ``None`` or ``"shipped"`` for the
+    default, a name of :data:`SHIPPED_WEIGHTS` (``"generalist"``, ``"digits"``) for those
+    (:func:`shipped_name` says how a name and a folder of the same name are told apart).
 
     Raises:
         CheckpointError: files missing or malformed, a config field the code does not accept,

@@ -8,7 +8,7 @@ with BatchNorm, a ~3.2M-parameter MobileNet-style CNN, ResNet-18 — with
 * a fresh :class:`~lopt.GMNOptimizer` for every net kind of :data:`lopt.nets.NET_KINDS`
   (``LearnedOptimizer.fresh(kind)`` defaults; ``--nets`` picks some): cost does not depend
   on trained weights;
-* the shipped one, ``GMNOptimizer(model)`` (``--no-shipped`` leaves it out),
+* the shipped default, ``GMNOptimizer(model)`` (``--no-shipped`` leaves it out),
 
 and measures, per model and optimizer:
 
@@ -40,7 +40,7 @@ returned what was freed; the timed iterations before run with the allocator's de
 touches of library code do not count; on models of a few thousand parameters it is noise.
 Where ``/proc`` or glibc are missing, CPU memory fields are ``null`` or less exact.
 
-The per-edge GMN (net kind ``gmn``, the shipped one too) spends tens of seconds and
+The per-edge GMN (net kind ``gmn``, also the shipped ``digits`` one) spends tens of seconds and
 gigabytes per step on millions of parameters; on models above ``--max-edge-gmn-params`` it
 is skipped and recorded with the reason. A measurement that fails (killed for memory, over
 ``--timeout``) is recorded with its error and the others go on.

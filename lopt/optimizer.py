@@ -39,14 +39,17 @@ class GMNOptimizer(torch.optim.Optimizer):
     Args:
         model: the module to train; every trainable parameter must be covered by its
             :class:`~graphs.ParameterGraph`.
-        checkpoint: ``None`` for the shipped meta-trained weights, a folder written by
-            ``python -m lopt.meta_train --out FOLDER``, or a :class:`LearnedOptimizer`.
+        checkpoint: ``None`` (or ``"shipped"``) for the shipped default weights
+            (``"generalist"``), a name of :data:`lopt.SHIPPED_WEIGHTS` (``"digits"``: the
+            digits-MLP specialist), a folder written by ``python -m lopt.meta_train --out
+            FOLDER``, or a :class:`LearnedOptimizer` (``lopt/weights/README.md`` describes the
+            shipped ones).
         lr: multiplier :math:`\eta` of the learned update (default 1.0); lives in
             ``param_groups`` so ``torch.optim.lr_scheduler`` works.
         weight_decay: decoupled decay :math:`\lambda`: ``p <- p - lr * alpha * lambda * p``
             (AdamW-style, scaled by the effective step size ``lr * alpha``), added to the
-            checkpoint's own learned weight decay :math:`\omega` if it has one (the shipped
-            one has none: :mod:`lopt.calibrate` found 0 best for it).
+            checkpoint's own learned weight decay :math:`\omega` if it has one (the default
+            has 0.1, from :mod:`lopt.calibrate`; ``"digits"`` has none).
 
     Non-finite values never spread: a tensor whose gradient, value or optimizer state is not
     finite is left unchanged that step (one warning) and enters the GMN's message passing as

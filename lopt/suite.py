@@ -35,8 +35,10 @@ HELD_OUT_SUITE: list[str] = [
     "diabetes_mlp",        # tabular regression
     "teacher_student",     # synthetic regression onto a random teacher
 ]
-"""Tasks (``tasks.TASKS`` names) whose architecture or data the shipped GMN's meta-training
-(``digits_small_mlp_family``: MLPs of width 16 / 32, depth 1 / 2 on the digits) never saw."""
+"""Tasks (``tasks.TASKS`` names) whose architecture or data neither shipped optimizer's
+meta-training saw: ``digits`` (``digits_small_mlp_family``: MLPs of width 16 / 32, depth 1 / 2
+on the digits) nor ``generalist`` (``generalist_mix``; ``tests/lopt/test_suite.py`` checks
+that the two are disjoint)."""
 
 WORSE_FACTOR = 1.1
 

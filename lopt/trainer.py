@@ -132,8 +132,9 @@ class MetaTrainConfig:
     meta_loss: str = cli.option("linear", "'linear' (mean normalised clipped loss) or 'log' "
                                 "(mean of its logarithm: late, small improvements weigh as "
                                 "much as early, large ones)", choices=["linear", "log"])
-    init: str = cli.option("", "start from a learned-optimizer checkpoint ('shipped' or a --out "
-                           "folder) instead of a fresh net (its net and update rule replace "
+    init: str = cli.option("", "start from a learned-optimizer checkpoint ('shipped', a "
+                           "shipped name such as 'digits', or a --out folder) instead of a "
+                           "fresh net (its net and update rule replace "
                            "--model/--hidden/--layers/--alpha-init)")
     estimator: str = cli.option("tbptt", "meta-gradient estimator: 'tbptt' (truncated "
                                 "backprop), 'es' (antithetic evolution strategies) or 'pes' "
@@ -326,7 +327,7 @@ def _resume_config(cfg: MetaTrainConfig) -> MetaTrainConfig:
 
 def _initial_lopt(cfg: MetaTrainConfig, device: torch.device) -> LearnedOptimizer:
     if cfg.init:
-        lopt = load_learned_optimizer(None if cfg.init == "shipped" else cfg.init, device=device)
+        lopt = load_learned_optimizer(cfg.init, device=device)
         if cfg.weight_decay_init > 0 and lopt.weight_decay == 0:
             lopt.set_weight_decay(cfg.weight_decay_init)  # a checkpoint that had none
         return lopt
@@ -351,7 +352,7 @@ def _prepare(cfg: MetaTrainConfig, group: Group) -> tuple[MetaTrainConfig, dict 
                 found = read_run_files(cfg.out)
             else:
                 get_task_or_family(cfg.task)
-                if cfg.init and cfg.init != "shipped":
+                if cfg.init:
                     load_learned_optimizer(cfg.init)  # a bad --init fails before any write
                 prepare_output(cfg.out, overwrite=cfg.overwrite, writes=OUTPUTS)
                 write_json(Path(cfg.out) / CONFIG_JSON, cfg.to_dict())

@@ -7,7 +7,8 @@ import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SHIPPED = ["lopt/weights/default.safetensors", "lopt/weights/default.json",
+SHIPPED = ["lopt/weights/generalist.safetensors", "lopt/weights/generalist.json",
+           "lopt/weights/digits.safetensors", "lopt/weights/digits.json",
            "predict/weights/cnn.safetensors", "predict/weights/diverse.safetensors"]
 
 CHECK = """
@@ -15,9 +16,10 @@ import lopt, predict, editing, torch
 from lopt import GMNOptimizer
 assert lopt.__file__.startswith({site!r}), lopt.__file__
 model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
-opt = GMNOptimizer(model)  # the shipped default weights
-model(torch.randn(3, 4)).sum().backward()
-opt.step()
+for name in (None, *lopt.SHIPPED_WEIGHTS):  # the default, then every shipped name
+    opt = GMNOptimizer(model, checkpoint=name)
+    model(torch.randn(3, 4)).sum().backward()
+    opt.step()
 predict.load_predictor("cnn")
 for name in editing.EDITS:
     editing.load_editor(name)

@@ -126,7 +126,7 @@ def test_atomic_write_replaces_whole_files(tmp_path):
 
 
 def test_shipped_weights_are_read_and_a_missing_name_lists_the_available():
-    config, tensors = P.read_shipped("lopt.weights", "default")
+    config, tensors = P.read_shipped("lopt.weights", "digits")
     assert "net" in config and any(k.startswith("net.") for k in tensors)
-    with pytest.raises(P.PersistenceError, match="available: \\['default'\\]"):
+    with pytest.raises(P.PersistenceError, match="available: \\['digits', 'generalist'\\]"):
         P.read_shipped("lopt.weights", "nope")

@@ -15,7 +15,8 @@ def _n_params(model) -> int:
 
 
 def test_tiny_run_writes_json_table_and_figure(tmp_path):
-    # gmn (and the shipped gmn) are over the edge limit: recorded as skipped, not run
+    # the per-edge gmn is over the edge limit: recorded as skipped, not run; the shipped
+    # default (a neuron net) runs
     result = cost.main([*TINY, "--nets", "mlp", "gmn", "--max-edge-gmn-params", "1000",
                         "--no-isolate", "--out", str(tmp_path)])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cost.json", "cost.md", "cost.png"]
@@ -27,7 +28,7 @@ def test_tiny_run_writes_json_table_and_figure(tmp_path):
     assert list(row["optimizers"]) == ["adam", "adamw", "mlp", "gmn", "shipped"]
     for name, rec in row["optimizers"].items():
         assert set(cost.MEASURED) <= set(rec), name
-        if name in ("gmn", "shipped"):
+        if name == "gmn":
             assert "--max-edge-gmn-params" in rec["skipped"] and rec["step_ms"] is None
             continue
         assert rec["skipped"] is None and rec["error"] is None
@@ -36,6 +37,7 @@ def test_tiny_run_writes_json_table_and_figure(tmp_path):
     assert row["optimizers"]["adam"]["step_vs_adam"] == 1.0
     assert row["optimizers"]["mlp"]["state_bytes_per_param"] == pytest.approx(16, abs=0.1)
     table = (tmp_path / "cost.md").read_text()
+    assert "| MLP 64-32-10 | 2,410 | learned (shipped, neuron) |" in table
     assert "| MLP 64-32-10 | 2,410 | learned (mlp, fresh) |" in table
     assert "skipped: per-edge GMN" in table and "<= 200 B/param" in table
     assert all(c["met"] is None for c in saved["targets"])  # the CNNs were not measured
