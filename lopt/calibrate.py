@@ -206,8 +206,7 @@ def run(cfg: CalibrateConfig) -> dict:
     """Calibrate as configured: checks the task, checkpoint and folder before any training."""
     torch.set_num_threads(cfg.threads)
     task = get_task_or_family(cfg.task)
-    lopt = load_learned_optimizer(cfg.checkpoint,
-                                  device=cfg.device)
+    lopt = load_learned_optimizer(cfg.checkpoint, device=cfg.device)
     out = prepare_output(cfg.out, overwrite=cfg.overwrite, writes=OUTPUTS)
     t0 = time.time()
     calibrated, report = calibrate(lopt, task, cfg.lrs, cfg.weight_decays, cfg.steps, cfg.runs,
