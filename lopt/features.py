@@ -13,6 +13,14 @@ direction, and the step features :math:`\tanh(t / \tau - 1)` for each ``tau`` in
 ``step_taus`` — per-step scalars, not normalised: a context vector for nets that read one
 (:class:`graphs.NeuronGMN`), channels broadcast to every entry for the others.
 
+With ``UpdateConfig.tensor_stats`` three per-tensor scalars follow, broadcast to the tensor's
+entries and not normalised (:func:`tensor_stats`): the root mean square of :math:`d` (near 1
+when the gradient is consistent, small when it is noise or oscillates), the cosine between
+the gradient and the first momentum before it (negative when steps overshoot), and
+:math:`\tfrac14 \log(\mathrm{rms}(p) + 10^{-4})`, the tensor's scale (which the
+normalised channels hide, and which a relative step size needs). All three are invariant to
+permuting neurons, and the first two to rescaling the loss.
+
 Entries are kept flat, all tensors of a network one after the other in the parameter
 graph's order: ``[B, P]`` per quantity (``B`` networks of a population, 1 for one network),
 so a step costs a fixed number of vectorised passes, whatever the number of tensors.
@@ -25,8 +33,11 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["entry_features", "normalize", "normalize_", "num_features", "num_tensor_features",
-           "step_features"]
+__all__ = ["NUM_TENSOR_STATS", "entry_features", "gradient_agreement", "normalize", "normalize_",
+           "num_features", "num_tensor_features", "step_features", "tensor_stats"]
+
+NUM_TENSOR_STATS = 3
+"""Channels :func:`tensor_stats` adds."""
 
 
 def normalize(x: Tensor, numels: Sequence[int], eps: float = 1e-5) -> Tensor:
@@ -68,14 +79,15 @@ def _tensor_sums(x: Tensor, numels: Tensor) -> Tensor:
     return torch.segment_reduce(x, "sum", lengths=lengths, axis=x.dim() - 1)
 
 
-def num_tensor_features(num_momenta: int) -> int:
-    """Per-entry channels: parameter, gradient, momenta, sqrt(v), Adam direction."""
-    return 2 + num_momenta + 2
+def num_tensor_features(num_momenta: int, stats: bool = False) -> int:
+    """Per-entry channels: parameter, gradient, momenta, sqrt(v), Adam direction (and the
+    per-tensor statistics with ``stats``)."""
+    return 2 + num_momenta + 2 + (NUM_TENSOR_STATS if stats else 0)
 
 
-def num_features(num_momenta: int, num_taus: int) -> int:
+def num_features(num_momenta: int, num_taus: int, stats: bool = False) -> int:
     """Per-entry channels plus the step features broadcast as channels."""
-    return num_tensor_features(num_momenta) + num_taus
+    return num_tensor_features(num_momenta, stats) + num_taus
 
 
 def step_features(step: Tensor, taus: Sequence[float]) -> Tensor:
@@ -84,8 +96,8 @@ def step_features(step: Tensor, taus: Sequence[float]) -> Tensor:
 
 
 def entry_features(params: Tensor, grads: Tensor, momenta: Sequence[Tensor], root: Tensor,
-                   direction: Tensor, numels: Sequence[int], out: Tensor | None = None
-                   ) -> Tensor:
+                   direction: Tensor, numels: Sequence[int], out: Tensor | None = None,
+                   stats: Tensor | None = None) -> Tensor:
     """The normalised per-entry channels ``[B, C, P]`` from flat ``[B, P]`` quantities.
 
     Args:
@@ -96,15 +108,49 @@ def entry_features(params: Tensor, grads: Tensor, momenta: Sequence[Tensor], roo
         numels: entries per tensor (``graph.param_numels``).
         out: a ``[B, C, P]`` buffer to write the features into (no autograd), or None; a
             quantity that already is its channel of ``out`` is not copied.
+        stats: ``[B, S, P]`` channels appended as they are (:func:`tensor_stats`), or None.
     """
+    quantities = (params, grads, *momenta, root, direction)
     if out is None:
-        raw = torch.stack([params, grads, *momenta, root, direction], 1)
-        if raw.requires_grad or torch._C._functorch.is_functorch_wrapped_tensor(raw):
-            return normalize(raw, numels)
-    else:  # each channel written in place (the same numbers as the stack)
-        raw = out
-        for c, value in enumerate((params, grads, *momenta, root, direction)):
-            channel = raw[:, c]
-            if value.data_ptr() != channel.data_ptr() or value.stride() != channel.stride():
-                channel.copy_(value)
-    return normalize_(raw, numels, 1e-5)  # raw is ours: no copy
+        raw = torch.stack(quantities, 1)
+        if raw.requires_grad or torch._C._functorch.is_functorch_wrapped_tensor(raw) or (
+                stats is not None and (stats.requires_grad or
+                                       torch._C._functorch.is_functorch_wrapped_tensor(stats))):
+            x = normalize(raw, numels)
+        else:
+            x = normalize_(raw, numels, 1e-5)  # raw is ours: no copy
+        return x if stats is None else torch.cat([x, stats], 1)
+    # each channel written in place (the same numbers as the stack)
+    for c, value in enumerate(quantities):
+        channel = out[:, c]
+        if value.data_ptr() != channel.data_ptr() or value.stride() != channel.stride():
+            channel.copy_(value)
+    normalize_(out[:, :len(quantities)], numels, 1e-5)
+    if stats is not None:
+        out[:, len(quantities):].copy_(stats)
+    return out
+
+
+def gradient_agreement(grads: Tensor, momentum: Tensor, numels: Sequence[int]) -> Tensor:
+    """``[B, T]``: per tensor, the cosine between the gradient and the momentum *before* this
+    step's gradient entered it (0 where either is zero; non-finite products count as 0)."""
+    sizes = torch.tensor(numels, device=grads.device)
+    sums = _tensor_sums(torch.stack([grads * momentum, grads.square(), momentum.square()], 1),
+                        sizes)
+    cos = sums[:, 0] * torch.rsqrt(sums[:, 1] * sums[:, 2] + 1e-30)
+    return torch.nan_to_num(cos, nan=0.0, posinf=0.0, neginf=0.0).clamp(-1.0, 1.0)
+
+
+def tensor_stats(params: Tensor, direction: Tensor, agreement: Tensor,
+                 numels: Sequence[int]) -> Tensor:
+    r"""``[B, 3, P]``: per tensor :math:`\mathrm{rms}(d)`, the gradient agreement
+    (:func:`gradient_agreement`) and :math:`\tfrac14 \log(\mathrm{rms}(p) + 10^{-4})`,
+    each broadcast to the tensor's entries."""
+    sizes = torch.tensor(numels, device=params.device)
+    n = sizes.to(params.dtype)
+    sums = _tensor_sums(torch.stack([direction.square(), params.square()], 1), sizes) / n
+    # (the offsets keep the square roots' derivatives finite at 0)
+    rms_d = torch.sqrt(sums[:, 0] + 1e-16).clamp(max=1e3)
+    log_p = torch.log(torch.sqrt(sums[:, 1] + 1e-16) + 1e-4).clamp(max=20.0) / 4
+    stats = torch.nan_to_num(torch.stack([rms_d, agreement, log_p], 1), nan=0.0)
+    return torch.repeat_interleave(stats, sizes, dim=-1, output_size=params.shape[-1])

@@ -155,6 +155,9 @@ class MetaTrainConfig:
                                         "root mean square before scaling it (Celo2's "
                                         "normalised update; the untrained optimizer is then "
                                         "Adam with unit-RMS steps per tensor)")
+    tensor_stats: bool = cli.option(False, "feed the net three per-tensor statistics: the "
+                                    "Adam direction's RMS, the gradient's cosine with its "
+                                    "momentum and the tensor's log scale")
     weight_decay_init: float = cli.option(0.0, "initial learned decoupled weight decay omega "
                                           "(AdamW's, relative to alpha); 0 = none",
                                           check=cli.nonnegative)
@@ -174,7 +177,8 @@ class MetaTrainConfig:
     # fields a resumed run may change; every other one defines the run
     RUN_CONTROL = ("steps", "out", "resume", "overwrite", "save_every", "nonfinite", "device",
                    "threads", "dist_timeout")
-    NET_FIELDS = ("model", "hidden", "entry_hidden", "layers", "alpha_init", "normalize_update")
+    NET_FIELDS = ("model", "hidden", "entry_hidden", "layers", "alpha_init", "normalize_update",
+                  "tensor_stats")
 
     def check(self) -> None:
         if self.resume and self.overwrite:
@@ -332,7 +336,7 @@ def _initial_lopt(cfg: MetaTrainConfig, device: torch.device) -> LearnedOptimize
             lopt.set_weight_decay(cfg.weight_decay_init)  # a checkpoint that had none
         return lopt
     ucfg = UpdateConfig(alpha_init=cfg.alpha_init, weight_decay_init=cfg.weight_decay_init,
-                        normalize_update=cfg.normalize_update)
+                        normalize_update=cfg.normalize_update, tensor_stats=cfg.tensor_stats)
     lopt = LearnedOptimizer.fresh(cfg.model, cfg.hidden, cfg.layers, ucfg, cfg.seed,
                                   cfg.entry_hidden)
     lopt.net.to(device)

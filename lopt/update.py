@@ -27,7 +27,10 @@ tuned Adam rate of the reference task). The net
 can only correct the direction by at most :math:`\beta_d` per entry and scale the step by a
 factor in :math:`[e^{-\beta_s}, e^{\beta_s}]`: the update magnitude stays bounded. With
 ``UpdateConfig.normalize_update`` the bracket is first divided by its root mean square per
-tensor (Celo2's normalised update), so the step's size is set by the scaling alone.
+tensor (Celo2's normalised update), so the step's size is set by the scaling alone. With
+``UpdateConfig.tensor_stats`` the net also reads three per-tensor statistics
+(:func:`lopt.features.tensor_stats`): how consistent the gradient is, whether it agrees
+with its momentum, and the tensor's scale.
 """
 
 from __future__ import annotations
@@ -43,11 +46,13 @@ from torch.utils._pytree import register_dataclass
 
 from lopt.features import (
     entry_features,
+    gradient_agreement,
     normalize,
     normalize_,
     num_features,
     num_tensor_features,
     step_features,
+    tensor_stats,
 )
 
 __all__ = ["UpdateConfig", "UpdateState", "init_scales", "init_state", "learned_update",
@@ -120,6 +125,10 @@ class UpdateConfig:
             moves by :math:`\\eta \\alpha e^{\\beta_s \\tanh o_s}` in RMS, whatever the
             gradients' history); False (the default, and older checkpoints): an untrained
             net is Adam.
+        tensor_stats: feed the net three per-tensor statistics (:func:`lopt.features.tensor_stats`:
+            the Adam direction's RMS, the gradient's cosine with its momentum, the tensor's
+            log scale), so that it can tell a noisy or overshooting tensor from a steady one
+            and size its step to the weights; False (the default, and older checkpoints).
     """
 
     momentum_decays: tuple[float, ...] = (0.9, 0.99, 0.999)
@@ -131,6 +140,7 @@ class UpdateConfig:
     beta_scale_init: float = 1.0
     weight_decay_init: float = 0.0
     normalize_update: bool = False
+    tensor_stats: bool = False
 
     def __post_init__(self) -> None:
         def bad(name: str, value, need: str):
@@ -156,18 +166,19 @@ class UpdateConfig:
                 bad(name, value, "positive")
         if self.weight_decay_init < 0:
             bad("weight_decay_init", self.weight_decay_init, ">= 0")
-        if not isinstance(self.normalize_update, bool):
-            bad("normalize_update", self.normalize_update, "true or false")
+        for name in ("normalize_update", "tensor_stats"):
+            if not isinstance(getattr(self, name), bool):
+                bad(name, getattr(self, name), "true or false")
 
     @property
     def in_channels(self) -> int:
         """Feature channels of a net that gets the step features as channels."""
-        return num_features(len(self.momentum_decays), len(self.step_taus))
+        return num_features(len(self.momentum_decays), len(self.step_taus), self.tensor_stats)
 
     @property
     def entry_channels(self) -> int:
         """Per-entry feature channels (without the step features)."""
-        return num_tensor_features(len(self.momentum_decays))
+        return num_tensor_features(len(self.momentum_decays), self.tensor_stats)
 
     @property
     def read_channels(self) -> tuple[int, ...]:
@@ -300,6 +311,9 @@ def update_entries(
     """
     bv = cfg.second_moment_decay
     big = torch.finfo(grads.dtype).max
+    numels = graph.param_numels
+    # the gradient's agreement with the momentum before it (read before the in-place update)
+    agreement = gradient_agreement(grads, momenta[0], numels) if cfg.tensor_stats else None
     # m <- b m + (1 - b) g, one fused pass per momentum; a finite gradient above
     # sqrt(dtype max) would square to inf (and the features to NaN): the second moment
     # saturates at the largest finite value instead (identity otherwise)
@@ -322,15 +336,17 @@ def update_entries(
         lead, p = params.shape
         features = _scratch(scratch, "features", (lead, cfg.entry_channels, p), params)
         outputs = _scratch(scratch, "outputs", (lead, cfg.out_channels, p), params)
-        root = torch.add(second, 1e-30, out=features[:, cfg.entry_channels - 2]).sqrt_()
+        root_channel = num_tensor_features(len(cfg.momentum_decays)) - 2
+        root = torch.add(second, 1e-30, out=features[:, root_channel]).sqrt_()
         direction = _scratch(scratch, "direction", (lead, p), params)
         torch.mul(root, root_scale, out=direction).add_(floor)
         direction = torch.div(momenta[0], direction, out=direction)
     else:
         root = (second + 1e-30).sqrt()
         direction = momenta[0] / (root * root_scale + floor)
-    x = entry_features(params, grads, momenta, root, direction, graph.param_numels,
-                       out=features)
+    stats = None if agreement is None else tensor_stats(params, direction, agreement, numels)
+    x = entry_features(params, grads, momenta, root, direction, numels, out=features,
+                       stats=stats)
     out = net_outputs(net, weights, graph, x, step_features(step, cfg.step_taus), stacked,
                       out=outputs)
     alpha = scales["log_alpha"].exp()

@@ -10,9 +10,11 @@ from lopt import LearnedOptimizer, UpdateConfig
 
 def random_lopt(seed: int = 0, hidden: int = 8, layers: int = 1, kind: str = "gmn",
                 dtype: torch.dtype = torch.float64, alpha: float = 1e-2,
-                head_std: float = 0.5) -> LearnedOptimizer:
-    """A learned optimizer whose zero-initialised head is randomized (non-trivial updates)."""
-    lo = LearnedOptimizer.fresh(kind, hidden, layers, UpdateConfig(alpha_init=alpha), seed)
+                head_std: float = 0.5, update: UpdateConfig | None = None) -> LearnedOptimizer:
+    """A learned optimizer whose zero-initialised head is randomized (non-trivial updates);
+    ``update`` replaces the rule ``UpdateConfig(alpha_init=alpha)``."""
+    update = UpdateConfig(alpha_init=alpha) if update is None else update
+    lo = LearnedOptimizer.fresh(kind, hidden, layers, update, seed)
     lo.net.to(dtype)
     net = lo.net
     heads = [net.edge_out] if kind == "gmn" else [net.head] if kind == "mlp" else [

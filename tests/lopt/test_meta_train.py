@@ -4,7 +4,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from lopt import GMNOptimizer
+from lopt import GMNOptimizer, UpdateConfig
 from lopt.meta_train import build_parser, main
 from tasks import get_task
 from tests.lopt.helpers import train
@@ -75,6 +75,8 @@ def test_resume_continues_exactly(tmp_path, extra):
     ["--estimator", "pes", "--es-pairs", "1", "--population", "2", "--normalize-update"],
     ["--model", "mlp"],
     ["--model", "neuron", "--entry-hidden", "4", "--population", "2"],
+    ["--estimator", "pes", "--es-pairs", "1", "--model", "neuron", "--tensor-stats",
+     "--augment-scale", "10"],
     ["--task", "digits_mlp_family", "--objective", "train", "--population", "2"],
     ["--meta-loss", "log", "--init", "shipped"],
     ["--init", "shipped", "--valid-split", "fixed"],
@@ -93,6 +95,9 @@ def test_variants_run(tmp_path, extra):
         assert float((tmp_path / "log.csv").read_text().splitlines()[1].split(",")[6]) > 0
     if "--normalize-update" in extra:
         assert cfg["update"]["normalize_update"] is True
+    if "--tensor-stats" in extra:
+        assert cfg["update"]["tensor_stats"] is True
+        assert cfg["net"]["in_channels"] == UpdateConfig().entry_channels + 3
     if "log" in extra:
         assert float((tmp_path / "log.csv").read_text().splitlines()[1].split(",")[1]) < 0
 

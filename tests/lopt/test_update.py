@@ -16,6 +16,7 @@ from lopt import (
 )
 from lopt.checkpoint import load_learned_optimizer, save_learned_optimizer
 from lopt.estimators import es_estimate, tbptt_estimate
+from lopt.features import gradient_agreement, tensor_stats
 from lopt.unroll import clipped_loss, new_inner_run, unroll
 from tasks import get_task
 from tests.lopt.helpers import max_diff, random_lopt, train
@@ -26,11 +27,11 @@ def task():
     return get_task("digits_mlp32")
 
 
-@pytest.mark.parametrize("kind", ["gmn", "neuron"])
-def test_fresh_learned_optimizer_is_adam(task, kind):
+@pytest.mark.parametrize("kind,stats", [("gmn", False), ("neuron", False), ("neuron", True)])
+def test_fresh_learned_optimizer_is_adam(task, kind, stats):
     m1 = task.make_model(0).double()
     m2 = task.make_model(0).double()
-    lo = LearnedOptimizer.fresh(kind, update=UpdateConfig(alpha_init=3.5e-3))
+    lo = LearnedOptimizer.fresh(kind, update=UpdateConfig(alpha_init=3.5e-3, tensor_stats=stats))
     lo.scales = init_scales(lo.update, torch.float64)  # float32 log(alpha) would round alpha
     train(m1, GMNOptimizer(m1, checkpoint=lo), task, 5)
     train(m2, torch.optim.Adam(m2.parameters(), lr=3.5e-3), task, 5)
@@ -173,9 +174,48 @@ def test_optimizer_step_equals_the_pure_update(task, kind):
     assert max_diff(new, dict(model.named_parameters())) == 0.0
 
 
-@pytest.mark.parametrize("kind", ["gmn", "neuron"])
-def test_meta_gradient_matches_finite_differences(task, kind):
-    lo = random_lopt(hidden=8, layers=1, kind=kind)
+@pytest.mark.parametrize("kind", ["neuron", "mlp"])
+def test_tensor_stats_optimizer_steps_equal_the_pure_update(task, kind):
+    # three steps, so that the gradient's agreement with its momentum is not the zero of step 1
+    lo = random_lopt(kind=kind, update=UpdateConfig(alpha_init=1e-2, tensor_stats=True))
+    assert lo.update.entry_channels == UpdateConfig().entry_channels + 3
+    model = task.make_model(0).double()
+    opt = GMNOptimizer(model, checkpoint=lo)
+    params = {k: v.detach().clone() for k, v in model.named_parameters()}
+    state = init_state(params, lo.update)
+    for t in range(3):
+        x, y = task.batch(t, 0)
+        grads = torch.func.grad(
+            lambda p, x=x, y=y: task.loss(functional_call(model, p, (x.double(),)), y))(params)
+        params, state = learned_update(lo.net, lo.weights(), lo.scales, opt.graph, params,
+                                       grads, state, lo.update)
+        train(model, opt, task, 1, start=t)
+        assert max_diff(params, dict(model.named_parameters())) < 1e-12
+    with pytest.raises(ValueError, match="tensor_stats"):
+        UpdateConfig(tensor_stats="yes")
+
+
+def test_tensor_stats_values():
+    g = torch.tensor([[1.0, -2.0, 3.0, 0.5, 0.5]], dtype=torch.float64)
+    numels = [3, 2]
+    agree = gradient_agreement(g, -3 * g, numels)
+    torch.testing.assert_close(agree, torch.tensor([[-1.0, -1.0]], dtype=torch.float64))
+    assert float(gradient_agreement(g, torch.zeros_like(g), numels).abs().max()) == 0.0
+    p = torch.tensor([[3.0, 4.0, 0.0, 1.0, -1.0]], dtype=torch.float64) * 1e-1
+    d = torch.tensor([[1.0, 1.0, 1.0, 0.0, 0.0]], dtype=torch.float64)
+    s = tensor_stats(p, d, agree, numels)
+    assert s.shape == (1, 3, 5)
+    rms_p = torch.tensor([(0.25 / 3) ** 0.5, 0.1], dtype=torch.float64)
+    expected = torch.stack([torch.tensor([1.0, 1e-8], dtype=torch.float64),
+                            torch.tensor([-1.0, -1.0], dtype=torch.float64),
+                            torch.log(rms_p + 1e-4) / 4])
+    torch.testing.assert_close(s[0], expected.repeat_interleave(torch.tensor(numels), 1))
+
+
+@pytest.mark.parametrize("kind,stats", [("gmn", False), ("neuron", False), ("neuron", True)])
+def test_meta_gradient_matches_finite_differences(task, kind, stats):
+    lo = random_lopt(hidden=8, layers=1, kind=kind,
+                     update=UpdateConfig(alpha_init=1e-2, tensor_stats=stats))
     run = new_inner_run(task, 0, 100, lo.update, dtype=torch.float64)
     meta = {"net": {k: v.detach() for k, v in lo.net.named_parameters()},
             "scales": dict(lo.scales)}
