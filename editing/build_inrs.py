@@ -41,6 +41,9 @@ class BuildConfig:
                         "load_digits_inrs prefers)", choices=SPLITS)
     limit: int = option(0, "fit only the first LIMIT images of --split (0: all)",
                         check=nonnegative)
+    moved: int = option(0, "rotate and shift every image before fitting, by seed MOVED "
+                        "(0: the benchmark's upright digits; editing.train --moved-copies k "
+                        "uses --split train --limit 1400 --moved 1..k)", check=nonnegative)
     chunk_size: int = option(256, "INRs fitted together (memory / speed only)", check=positive)
     device: str = option("cpu", "torch device for fitting, e.g. cpu or cuda", check=torch_device)
     threads: int = option(0, "CPU intra-op threads while fitting (0: torch's default); 1 is "
@@ -59,7 +62,7 @@ class BuildConfig:
     def inr_config(self) -> DigitsINRConfig:
         return DigitsINRConfig(steps=self.steps, lr=self.lr, seed=self.seed, size=self.size,
                                w0=self.w0, widths=tuple(self.widths), split=self.split,
-                               limit=self.limit or None)
+                               limit=self.limit or None, moved=self.moved)
 
 
 def _is_cache_file(rel: Path) -> bool:

@@ -10,6 +10,11 @@ Protocol (fixed so results compare across methods):
 * INRs: SIREN 2 -> 32 -> 32 -> 1, ``w0 = 30``, original init seeded per image index, Adam
   lr 1e-3, 1000 full-batch steps on the pixel MSE (:func:`editing.inr.fit_inrs`).
 
+With ``moved = k > 0`` (:class:`DigitsINRConfig`) every image is first rotated by
+U(-15, 15) degrees and shifted by an integer in [-2, 2] pixels per axis, drawn from the seed
+``(k, dataset index)`` (:func:`moved_images`): extra training data for editors that must work
+on digits that are not upright and centred (``python -m editing.train --moved-copies``).
+
 Fitted parameters are cached as safetensors (+ a JSON sidecar with the config, fitting time
 and PSNRs) under ``$GMN_CACHE`` (default ``~/.cache/graph_metanetworks``,
 :func:`tasks.data.cache_dir`), in a file named by a hash of the config, so every configuration
@@ -26,9 +31,11 @@ import hashlib
 import json
 import platform
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -54,6 +61,8 @@ __all__ = [
     "cache_paths",
     "digits_images",
     "load_digits_inrs",
+    "move_image",
+    "moved_images",
     "read_cache",
 ]
 
@@ -92,6 +101,26 @@ def digits_images(size: int = 28) -> tuple[Tensor, dict[str, Tensor]]:
     return images.clone(), {k: v.clone() for k, v in splits.items()}
 
 
+def move_image(image: np.ndarray, angle: float, shift: Sequence[int]) -> np.ndarray:
+    """``image [H, W]`` rotated by ``angle`` degrees about its centre, then shifted by
+    ``shift`` pixels (rows, columns); bilinear, the same size, clipped to [0, 1]."""
+    from scipy import ndimage  # scikit-learn's own dependency
+
+    turned = ndimage.rotate(image, angle, reshape=False, order=1)
+    return np.clip(ndimage.shift(turned, shift, order=1), 0, 1)
+
+
+def moved_images(images: Tensor, indices: Tensor, seed: int) -> Tensor:
+    """Each ``images[b]`` moved by :func:`move_image` with an angle U(-15, 15) and a shift in
+    [-2, 2]^2 drawn from the seed ``(seed, indices[b])``: an image moves the same way in
+    every subset that holds it. Returns a new tensor of ``images``' dtype."""
+    moved = []
+    for image, i in zip(images.double().numpy(), indices.tolist(), strict=True):
+        rng = np.random.default_rng([seed, int(i)])
+        moved.append(move_image(image, rng.uniform(-15, 15), rng.integers(-2, 3, size=2)))
+    return torch.from_numpy(np.stack(moved)).to(images.dtype)
+
+
 @dataclass(frozen=True)
 class DigitsINRConfig:
     """Everything that determines a cached digits-INR file (its hash names the file).
@@ -105,6 +134,8 @@ class DigitsINRConfig:
         widths: SIREN layer widths.
         split: which images: ``"all"`` (full dataset), ``"train"``, ``"val"`` or ``"test"``.
         limit: keep only the first ``limit`` images of ``split`` (``None``: all of them).
+        moved: 0 (the benchmark) or the seed ``k > 0`` of a rotation and shift of every
+            image before fitting (:func:`moved_images`).
     """
 
     steps: int = 1000
@@ -115,8 +146,11 @@ class DigitsINRConfig:
     widths: tuple[int, ...] = DEFAULT_WIDTHS
     split: str = "all"
     limit: int | None = None
+    moved: int = 0
 
     def __post_init__(self) -> None:
+        if isinstance(self.moved, bool) or not isinstance(self.moved, int) or self.moved < 0:
+            raise ValueError(f"moved must be an integer >= 0, got {self.moved!r}")
         if self.split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {self.split!r}")
         if self.limit is not None and self.limit < 1:
@@ -136,10 +170,17 @@ class DigitsINRConfig:
         """Dataset indices covered by this config, ``[n]`` int64."""
         return _digits_images(self.size)[1][self.split][: self.limit]
 
+    def images(self, indices: Tensor) -> Tensor:
+        """The images this config fits for dataset ``indices`` (moved when ``moved``)."""
+        images = _digits_images(self.size)[0][indices].clone()
+        return moved_images(images, indices, self.moved) if self.moved else images
+
     def to_dict(self) -> dict[str, object]:
         """JSON-able dict, including ``n_images`` and the cache format version."""
         d = dataclasses.asdict(self)
         d["widths"] = list(self.widths)
+        if not self.moved:  # (the benchmark's files keep the keys they had before moved)
+            del d["moved"]
         d["n_images"] = int(self.indices().numel())
         d["dataset"] = "digits-INR"
         d["version"] = _CACHE_VERSION
@@ -215,9 +256,9 @@ def build_digits_inrs(
     weights, info_path = cache_paths(config, root)
     if weights.exists() and not force:
         return weights
-    images, splits = _digits_images(config.size)
+    splits = _digits_images(config.size)[1]
     idx = config.indices()
-    target = images[idx]
+    target = config.images(idx)
     t0 = time.perf_counter()
     params = fit_inrs(
         target,
@@ -306,7 +347,7 @@ def load_digits_inrs(
     base = (config or DigitsINRConfig()).full()
     wanted = dataclasses.replace(base, split=split, limit=limit)  # validates split / limit
     idx = wanted.indices()
-    images = _digits_images(base.size)[0][idx].clone()
+    images = base.images(idx)
     kwargs = dict(root=root, chunk_size=chunk_size, device=device, progress=progress)
 
     source = base

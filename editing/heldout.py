@@ -30,7 +30,7 @@ from common import cli
 from common.cli import nonnegative, option, positive
 from common.errors import ConfigError, UserError
 from common.persistence import json_bytes, prepare_output, write_checkpoint
-from editing.data import digits_images
+from editing.data import digits_images, move_image
 from editing.demo import edit_and_score
 from editing.edits import EDITS
 from editing.inr import fit_inrs, psnr, render
@@ -46,8 +46,6 @@ def moved_digits(n: int = 6, seed: int = 0, size: int = 28) -> np.ndarray:
     Returns:
         ``[n, size, size]`` float64 images; the same for the same ``(n, seed)``.
     """
-    from scipy import ndimage  # scikit-learn's own dependency
-
     images, splits = digits_images(size)
     test = splits["test"]
     if not 1 <= n <= len(test):
@@ -55,8 +53,7 @@ def moved_digits(n: int = 6, seed: int = 0, size: int = 28) -> np.ndarray:
     rng = np.random.default_rng(seed)
     moved = []
     for image in images[test[:n]].numpy().astype(np.float64):
-        turned = ndimage.rotate(image, rng.uniform(-15, 15), reshape=False, order=1)
-        moved.append(np.clip(ndimage.shift(turned, rng.integers(-2, 3, size=2), order=1), 0, 1))
+        moved.append(move_image(image, rng.uniform(-15, 15), rng.integers(-2, 3, size=2)))
     return np.stack(moved)
 
 

@@ -15,6 +15,7 @@ from torch import Tensor
 
 __all__ = [
     "Params",
+    "cat",
     "detach",
     "flatten",
     "map_tensors",
@@ -55,6 +56,13 @@ def stack(members: Sequence[Tree]) -> dict:
     first = members[0]
     return {k: stack([m[k] for m in members]) if isinstance(v, Mapping)
             else torch.stack([m[k] for m in members]) for k, v in first.items()}
+
+
+def cat(populations: Sequence[Tree]) -> dict:
+    """One population from several: every tensor concatenated along the leading axis."""
+    first = populations[0]
+    return {k: cat([m[k] for m in populations]) if isinstance(v, Mapping)
+            else torch.cat([m[k] for m in populations]) for k, v in first.items()}
 
 
 def _leaves(tree: Tree) -> list[Tensor]:

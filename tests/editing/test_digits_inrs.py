@@ -74,6 +74,30 @@ def test_load_builds_then_reloads_without_refitting(
         load_digits_inrs("test", limit=2, config=TINY, build=False)
 
 
+def test_moved_digits_are_fitted_and_move_the_same_way_in_every_subset(tmp_path: Path) -> None:
+    moved = DigitsINRConfig(steps=5, moved=1)
+    assert moved.key() != TINY.key() and "moved" not in TINY.to_dict()
+    params, images = load_digits_inrs("train", limit=3, config=moved, root=tmp_path,
+                                      progress=False)
+    assert params["layers.0.weight"].shape == (3, 32, 2) and images.shape == (3, 28, 28)
+    upright, splits = editing.digits_images()
+    upright = upright[splits["train"][:3]]
+    # moved, not upright; the same ink (up to what a rotation moves off the edge or blurs)
+    assert float((images - upright).abs().mean()) > 0.05
+    assert images.min() >= 0 and images.max() <= 1
+    assert torch.allclose(images.sum((1, 2)), upright.sum((1, 2)), rtol=0.25)
+    # an image moves by its own seed (seed, index): the same in a smaller subset
+    _, two = load_digits_inrs("train", limit=2, config=moved, root=tmp_path, progress=False)
+    assert torch.equal(two, images[:2])
+    # another seed moves it elsewhere
+    _, other = load_digits_inrs("train", limit=2, config=DigitsINRConfig(steps=5, moved=2),
+                                root=tmp_path, progress=False)
+    assert not torch.equal(other, two)
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="moved"):
+            DigitsINRConfig(moved=bad)
+
+
 def test_subset_rows_do_not_depend_on_subset(tmp_path: Path) -> None:
     a, _ = load_digits_inrs("train", limit=2, config=TINY, root=tmp_path, progress=False)
     b, _ = load_digits_inrs("train", limit=4, config=TINY, root=tmp_path, progress=False)

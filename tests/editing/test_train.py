@@ -45,6 +45,19 @@ def test_tiny_train_run_writes_outputs_and_loads(tmp_path) -> None:
         torch.testing.assert_close(loaded(params)[k], v)
 
 
+def test_moved_copies_add_their_inrs_to_the_train_split_only() -> None:
+    data = _tiny_data()
+    moved_params = init_siren_params(torch.arange(12) + 5000)
+    data["moved"] = (moved_params, editing.render(moved_params, (12, 12)).clamp(0, 1))
+    cfg = TrainConfig(edit="blur", model="mlp", steps=2, batch_size=4, eval_every=1,
+                      moved_copies=1, train_limit=6)
+    _, log = train_editor(cfg, EditorConfig(mlp_hidden=16), data=data, progress=False)
+    assert log["config"]["moved_copies"] == 1 and log["n_test"] == 5
+    assert log["n_train"] == 6 + 12
+    with pytest.raises(ValueError, match="moved_copies"):
+        TrainConfig(moved_copies=-1)
+
+
 def test_identity_and_mlp_aug_runs() -> None:
     data = _tiny_data()
     _, log = train_editor(TrainConfig(edit="blur", model="identity"), data=data, progress=False)
@@ -85,7 +98,7 @@ def test_runs_saved_before_the_schedule_option_are_still_recognised(tmp_path, ca
     main(argv)
     path = tmp_path / "dilate" / "identity" / "seed0" / "config.json"
     saved = json.loads(path.read_text())
-    for key in ("schedule", "patience"):  # as written by the code before these options
+    for key in ("schedule", "patience", "moved_copies"):  # as written before these options
         del saved["train"][key]
     path.write_text(json.dumps(saved))
     main(argv)

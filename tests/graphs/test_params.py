@@ -73,6 +73,12 @@ def test_stack_and_member_round_trip(seeded):
     assert_same(P.member(population, slice(1, 3)), P.stack(members[1:3]))
 
 
+def test_cat_joins_populations_in_order(seeded):
+    members = [nested(seeded) for _ in range(5)]
+    joined = P.cat([P.stack(members[:2]), P.stack(members[2:])])
+    assert_same(joined, P.stack(members))
+
+
 def test_detach_and_to_keep_structure(seeded):
     tree = P.map_tensors(lambda t: t.requires_grad_(), nested(seeded))
     detached = P.detach(tree)
