@@ -155,13 +155,11 @@ class TrainConfig:
 
 
 def moved_train_inrs(copies: int, limit: int | None = None, progress: bool = True
-                     ) -> tuple[Params, Tensor] | None:
-    """``copies`` rotated-and-shifted copies of the train split's first ``limit`` digits,
-    fitted as the benchmark's INRs (copy ``k`` is :class:`DigitsINRConfig` ``moved=k``;
-    fitted once and cached): ``(params, images)`` of all copies one after the other, or None
-    for 0 copies."""
-    if copies == 0:
-        return None
+                     ) -> tuple[Params, Tensor]:
+    """``copies`` (>= 1) rotated-and-shifted copies of the train split's first ``limit``
+    digits, fitted as the benchmark's INRs (copy ``k`` is :class:`DigitsINRConfig`
+    ``moved=k``; fitted once and cached): ``(params, images)`` of all copies one after the
+    other."""
     n = limit or SPLIT_SIZES["train"]
     # a limit makes the cache hold the train split only (not all 1797 digits)
     parts = [load_digits_inrs("train", n, config=DigitsINRConfig(moved=k), progress=progress)

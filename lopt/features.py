@@ -113,9 +113,8 @@ def entry_features(params: Tensor, grads: Tensor, momenta: Sequence[Tensor], roo
     quantities = (params, grads, *momenta, root, direction)
     if out is None:
         raw = torch.stack(quantities, 1)
-        if raw.requires_grad or torch._C._functorch.is_functorch_wrapped_tensor(raw) or (
-                stats is not None and (stats.requires_grad or
-                                       torch._C._functorch.is_functorch_wrapped_tensor(stats))):
+        # (stats derive from these quantities: autograd or a transform here means there too)
+        if raw.requires_grad or torch._C._functorch.is_functorch_wrapped_tensor(raw):
             x = normalize(raw, numels)
         else:
             x = normalize_(raw, numels, 1e-5)  # raw is ours: no copy
