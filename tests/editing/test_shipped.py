@@ -122,6 +122,13 @@ def _edit_independently(name: str, x: np.ndarray) -> np.ndarray:
     return 1 - x
 
 
+# Edited / unedited MSE against the target that each shipped editor must stay under on the
+# six held-out digits (measured for the shipped editors: blur 0.72, contrast 0.57, dilate 0.19,
+# erode 0.21, invert 1e-5, sharpen 0.76).
+HELD_OUT_RATIO = {"blur": 0.78, "contrast": 0.65, "dilate": 0.3, "erode": 0.25, "invert": 0.01,
+                  "sharpen": 0.78}
+
+
 @pytest.fixture(scope="module")
 def held_out_digits():
     """Six test digits rotated (up to 15 degrees) and shifted (up to 2 pixels): images the
@@ -140,7 +147,10 @@ def test_the_independent_edits_equal_editing_edits() -> None:
 
 @pytest.mark.parametrize("name", sorted(editing.EDITS))
 def test_shipped_editors_move_held_out_digits_towards_their_edits(name, held_out_digits) -> None:
-    """Every shipped editor brings held-out digits closer to their edited targets."""
+    """Every shipped editor brings held-out digits closer to their edited targets, as close as
+    the editors trained on moved digits too (``--moved-copies 1``) do: the upright-trained
+    editors shipped before them stood at blur 0.82, dilate 0.39, erode 0.30, sharpen 0.79 on
+    these six digits."""
     moved, params = held_out_digits
     target = torch.from_numpy(_edit_independently(name, moved)).float()
     with torch.no_grad():
@@ -148,4 +158,4 @@ def test_shipped_editors_move_held_out_digits_towards_their_edits(name, held_out
         after = editing.render(editing.load_editor(name)(params), (28, 28))
     assert float(editing.psnr(before, torch.from_numpy(moved).float()).mean()) > 40
     ratio = float(((after - target) ** 2).mean() / ((before - target) ** 2).mean())
-    assert ratio < (0.01 if name == "invert" else 0.9), ratio
+    assert ratio < HELD_OUT_RATIO[name], ratio
